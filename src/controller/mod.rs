@@ -1,0 +1,144 @@
+//! The controllers: `CleanmailUser` → mailbox account, and `CleanmailTenant` → usability status.
+//!
+//! Reconciles are idempotent. Outcomes surface as the `Ready` condition (with `observedGeneration`)
+//! written through the status subresource by server-side apply, and as Events on transitions. Errors
+//! requeue with capped exponential backoff; a spec that cannot work waits for a change.
+
+pub mod conditions;
+mod tenant;
+mod user;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer, watcher,
+    },
+};
+
+use crate::{
+    backend::{BackendError, BackendRegistry},
+    crd::{CleanmailTenant, CleanmailUser},
+    tenant::TenantRegistry,
+};
+
+/// The field manager of every status write the controller makes.
+pub const FIELD_MANAGER: &str = "cleanmail-controller";
+/// Holds a user until its mailbox has been handled according to the deletion policy.
+pub const USER_FINALIZER: &str = "cleanmail.ch/mailbox-cleanup";
+/// How often a healthy object is reconciled anyway, to repair drift in the backend.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a user blocked on something outside its own spec (its tenant) is looked at again.
+const RECHECK: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mailbox backend: {0}")]
+    Backend(#[source] BackendError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    // Boxed: finalizer::Error embeds this very type.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How many objects are reconciled at once.
+    pub concurrency: u16,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub tenants: TenantRegistry,
+    pub backends: BackendRegistry,
+    recorder: Recorder,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, tenants: TenantRegistry, backends: BackendRegistry, instance: String) -> Self {
+        let reporter = Reporter { controller: "cleanmail-operator".into(), instance: Some(instance) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            tenants,
+            backends,
+            failures: Mutex::default(),
+        }
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// 1 s, 2 s, 4 s … capped at [`MAX_BACKOFF`].
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs(1u64 << (*count - 1).min(9)).min(MAX_BACKOFF)
+    }
+}
+
+fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{}/{}", object.meta().namespace.as_deref().unwrap_or_default(), object.meta().name.as_deref().unwrap_or_default())
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_key(object.as_ref()));
+    tracing::warn!(%error, object = %object_key(object.as_ref()), ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let config = controller::Config::default().concurrency(settings.concurrency);
+    let users = Controller::new(Api::<CleanmailUser>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(user::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
+    let tenants = Controller::new(Api::<CleanmailTenant>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(tenant::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
+    futures::join!(users, tenants);
+}
+
+async fn log_outcome<K, E: std::fmt::Display, W: std::fmt::Display>(
+    outcome: std::result::Result<(kube::runtime::reflector::ObjectRef<K>, Action), controller::Error<E, W>>,
+) where
+    K: Resource,
+    K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone,
+{
+    match outcome {
+        Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+        Err(controller::Error::ReconcilerFailed(error, object)) => tracing::debug!(%error, %object, "reconcile failed"),
+        Err(error) => tracing::warn!(%error, "controller error"),
+    }
+}

@@ -1,0 +1,242 @@
+//! The custom resources: `CleanmailUser` (one per provisioned identity) and `CleanmailTenant` (one
+//! per namespace: who may provision, into which domains and which backend). Types only: no IO.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A mailbox identity provisioned through SCIM (usually by Microsoft Entra ID) or applied directly.
+///
+/// The spec holds the SCIM attributes exactly as the client sent them; the controller derives the
+/// mailbox account from it and reports progress in `status`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "cleanmail.ch",
+    version = "v1alpha1",
+    kind = "CleanmailUser",
+    plural = "cleanmailusers",
+    shortname = "cmu",
+    category = "cleanmail",
+    namespaced,
+    status = "CleanmailUserStatus",
+    doc = "A mailbox identity provisioned through SCIM or applied directly.",
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.userName", description = "SCIM userName (the mail address)"),
+    printcolumn(name = "Active", type_ = "boolean", json_path = ".spec.active", description = "Whether the identity is active in the identity provider"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the mailbox account matches the spec"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the mailbox is or is not ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailUserSpec {
+    /// SCIM `userName`: the user's mail address, unique per tenant compared case-insensitively,
+    /// kept exactly as the client sent it.
+    pub user_name: String,
+    /// SCIM `active`: false disables the mailbox (mail is kept); true enables it.
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// SCIM `externalId`: the identifier the provisioning client uses for this user (Entra maps
+    /// `mailNickname` here). Compared case-sensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// SCIM `displayName`: the name shown to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// SCIM `name`: the components of the user's real name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<PersonName>,
+    /// SCIM `emails`: the user's mail addresses as the client describes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<Email>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The components of a person's name (SCIM `name`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonName {
+    /// The full name, formatted for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatted: Option<String>,
+    /// The given (first) name; Entra maps `givenName` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// The family (last) name; Entra maps `surname` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+}
+
+/// One mail address of a user (an element of SCIM `emails`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Email {
+    /// The address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Its kind, such as `work` or `home`; unique within a user.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Whether this is the user's primary address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+}
+
+/// What the controller observed and did for a `CleanmailUser`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailUserStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` summarises whether the mailbox matches the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The mailbox account this user maps to, once provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<MailboxRef>,
+}
+
+/// The mailbox account a user maps to in its tenant's backend.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailboxRef {
+    /// The backend's stable account id (the `CleanmailUser` uid).
+    pub account_id: String,
+    /// The mail address the account receives mail for.
+    pub address: String,
+    /// Whether the account is enabled (can log in and receive mail).
+    pub enabled: bool,
+}
+
+/// A tenant: one namespace whose `CleanmailUser` resources one SCIM client provisions.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "cleanmail.ch",
+    version = "v1alpha1",
+    kind = "CleanmailTenant",
+    plural = "cleanmailtenants",
+    shortname = "cmt",
+    category = "cleanmail",
+    namespaced,
+    status = "CleanmailTenantStatus",
+    doc = "A SCIM tenant: its bearer tokens, mail domains, mailbox backend and deletion policy.",
+    printcolumn(name = "Domains", type_ = "string", json_path = ".spec.domains", description = "Mail domains this tenant may provision"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.deletionPolicy", description = "What happens to a mailbox when its user is deleted"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the tenant can be used"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the tenant is or is not usable"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailTenantSpec {
+    /// The Secret (in this namespace) whose values are the SCIM bearer tokens of this tenant. Every
+    /// key counts, so a token is rotated by adding a key, switching the client, then removing the old key.
+    pub token_secret_ref: SecretRef,
+    /// The mail domains this tenant may provision; a `userName` in any other domain is refused.
+    pub domains: Vec<String>,
+    /// The mailbox backend; the operator's default backend when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSpec>,
+    /// What happens to a mailbox account when its user is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// A reference to one key of a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key within the Secret.
+    pub key: String,
+}
+
+/// Which mailbox backend a tenant uses.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// A SQL mailbox database whose URL (`postgres://…` or `sqlite://…`) is stored in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlBackendSpec>,
+}
+
+/// A SQL mailbox database.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlBackendSpec {
+    /// The Secret key holding the database URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// What happens to a mailbox account when its user is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// The account and its mail are removed.
+    #[default]
+    Delete,
+    /// The account is left as it is (a deleted user was disabled first), so no mail is lost.
+    Retain,
+}
+
+/// What the controller observed for a tenant.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailTenantStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` says whether the tenant can be used for provisioning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// `metav1.Condition` list as a list-map keyed by `type`, so server-side apply merges per condition.
+fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "description": "Standard Kubernetes conditions, keyed by type.",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": { "type": "string", "format": "date-time", "description": "When the status last changed." },
+                "message": { "type": "string", "description": "A human-readable explanation." },
+                "observedGeneration": { "type": "integer", "format": "int64", "description": "The generation this condition was set for." },
+                "reason": { "type": "string", "description": "A CamelCase reason for the status." },
+                "status": { "type": "string", "enum": ["True", "False", "Unknown"], "description": "True, False or Unknown." },
+                "type": { "type": "string", "description": "The condition type, such as Ready." }
+            }
+        }
+    })
+}
+
+/// Every CRD this operator defines, in install order.
+pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![CleanmailTenant::crd(), CleanmailUser::crd()]
+}
+
+/// Every CRD as one multi-document YAML stream, as committed under `crds/`.
+pub fn to_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in all_crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,17 @@
+//! cleanmail-operator: the SCIM 2.0 endpoint that Microsoft Entra ID provisions into, and the
+//! controller that turns the resulting `CleanmailUser` resources into mailbox accounts.
+//!
+//! Data flows one way: [`scim`] (HTTP edge) writes resources, [`controller`] reconciles them,
+//! [`backend`] applies them to a mailbox store. The SCIM edge never calls a backend, and backends
+//! know nothing of Kubernetes.
+
+pub mod backend;
+pub mod controller;
+pub mod crd;
+pub mod run;
+pub mod scim;
+pub mod telemetry;
+pub mod tenant;
+
+/// The API group of every resource this operator defines, also the prefix of its finalizers.
+pub const GROUP: &str = "cleanmail.ch";

@@ -1,0 +1,161 @@
+//! The `run` subcommand: the SCIM server, the read model, the tenant registry and the controllers
+//! in one process, plus health and metrics endpoints. Also used in-process by integration tests.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
+use kube::{
+    Api, Client,
+    api::ListParams,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    backend::BackendRegistry,
+    controller::{self, Context, Settings},
+    crd::CleanmailUser,
+    scim::{self, ScimState, UserStore},
+    telemetry::{self, Metrics},
+    tenant::TenantRegistry,
+};
+
+/// Settings of `cleanmail-operator run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Where the SCIM endpoint listens.
+    #[arg(long, env = "CLEANMAIL_SCIM_ADDR", default_value = "0.0.0.0:8080")]
+    pub scim_addr: SocketAddr,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "CLEANMAIL_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// The mailbox backend of tenants that name none (`sqlite://PATH` or `postgres://…`).
+    #[arg(long, env = "CLEANMAIL_DEFAULT_BACKEND", default_value = "sqlite://cleanmail.db")]
+    pub default_backend: String,
+    /// How many users are reconciled at once.
+    #[arg(long, env = "CLEANMAIL_CONTROLLER_CONCURRENCY", default_value_t = 8)]
+    pub controller_concurrency: u16,
+    /// This replica's name in Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "CLEANMAIL_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// A started operator; dropping it does not stop it, [`Running::stop`] does.
+pub struct Running {
+    pub scim_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, stops the controllers and waits.
+    pub async fn stop(mut self) {
+        self.shutdown.send_replace(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends by itself (which only happens on a fatal error) or `stop` is called.
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr} (is the port already in use?)"))
+}
+
+/// Starts everything and returns once the listeners are bound.
+pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
+    let scim_listener = bind(args.scim_addr, "SCIM").await?;
+    let metrics_listener = bind(args.metrics_addr, "metrics").await?;
+    Api::<CleanmailUser>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("cannot list CleanmailUsers: are the CRDs installed (cleanmail-operator crd | kubectl apply -f -)?")?;
+
+    let (shutdown, _) = watch::channel(false);
+    let stopped = || until_stopped(&shutdown);
+    let users = UserStore::default();
+    let tenants = TenantRegistry::new();
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = JoinSet::new();
+
+    let watch = watcher(Api::<CleanmailUser>::all(client.clone()), watcher::Config::default()).default_backoff();
+    tasks.spawn({
+        let (users, stop) = (users.clone(), stopped());
+        async move {
+            tokio::select! { _ = users.follow(watch) => {}, _ = stop => {} }
+        }
+    });
+    tasks.spawn({
+        let (tenants, client, stop) = (tenants.clone(), client.clone(), stopped());
+        async move {
+            tokio::select! { _ = tenants.run(client) => {}, _ = stop => {} }
+        }
+    });
+
+    let instance = args.instance.clone().unwrap_or_else(|| format!("cleanmail-operator-{}", std::process::id()));
+    let ctx = Arc::new(Context::new(client.clone(), tenants.clone(), BackendRegistry::new(&args.default_backend), instance));
+    let settings = Settings { concurrency: args.controller_concurrency };
+    tasks.spawn(controller::run(ctx, settings, stopped()));
+
+    let state = ScimState { client, users: users.clone(), tenants: tenants.clone() };
+    let app = scim::router(state)
+        .layer(axum::middleware::from_fn_with_state(metrics.clone(), telemetry::observe_request))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let scim_addr = scim_listener.local_addr()?;
+    tasks.spawn({
+        let until_stopped = stopped();
+        async move {
+            if let Err(error) = axum::serve(scim_listener, app).with_graceful_shutdown(until_stopped).await {
+                tracing::error!(%error, "SCIM server failed");
+            }
+        }
+    });
+
+    let health = health_routes(users, tenants, metrics);
+    let metrics_addr = metrics_listener.local_addr()?;
+    tasks.spawn({
+        let until_stopped = stopped();
+        async move {
+            if let Err(error) = axum::serve(metrics_listener, health).with_graceful_shutdown(until_stopped).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }
+    });
+    tracing::info!(%scim_addr, %metrics_addr, "cleanmail-operator started");
+    Ok(Running { scim_addr, metrics_addr, shutdown, tasks })
+}
+
+fn until_stopped(shutdown: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = shutdown.subscribe();
+    async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+}
+
+fn health_routes(users: UserStore, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = users.is_ready() && tenants.is_ready();
+                async move {
+                    if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response() }
+            }),
+        )
+}
