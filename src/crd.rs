@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A mailbox identity provisioned through SCIM (usually by Microsoft Entra ID) or applied directly.
 ///
-/// The spec holds the SCIM attributes exactly as the client sent them; the controller derives the
-/// mailbox account from it and reports progress in `status`.
+/// The spec holds the SCIM attributes exactly as the client sent them; the controller derives the mailbox account from it and reports progress in `status`.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cleanmail.ch",
@@ -21,22 +20,40 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "CleanmailUserStatus",
     doc = "A mailbox identity provisioned through SCIM or applied directly.",
-    printcolumn(name = "User", type_ = "string", json_path = ".spec.userName", description = "SCIM userName (the mail address)"),
-    printcolumn(name = "Active", type_ = "boolean", json_path = ".spec.active", description = "Whether the identity is active in the identity provider"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the mailbox account matches the spec"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the mailbox is or is not ready"),
+    printcolumn(
+        name = "User",
+        type_ = "string",
+        json_path = ".spec.userName",
+        description = "SCIM userName (the mail address)"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "boolean",
+        json_path = ".spec.active",
+        description = "Whether the identity is active in the identity provider"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the mailbox account matches the spec"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the mailbox is or is not ready"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CleanmailUserSpec {
-    /// SCIM `userName`: the user's mail address, unique per tenant compared case-insensitively,
-    /// kept exactly as the client sent it.
+    /// SCIM `userName`: the user's mail address, unique per tenant compared case-insensitively, kept exactly as the client sent it.
     pub user_name: String,
     /// SCIM `active`: false disables the mailbox (mail is kept); true enables it.
     #[serde(default = "default_true")]
     pub active: bool,
-    /// SCIM `externalId`: the identifier the provisioning client uses for this user (Entra maps
-    /// `mailNickname` here). Compared case-sensitively.
+    /// SCIM `externalId`: the identifier the provisioning client uses for this user (Entra maps `mailNickname` here). Compared case-sensitively.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// SCIM `displayName`: the name shown to people.
@@ -124,16 +141,35 @@ pub struct MailboxRef {
     namespaced,
     status = "CleanmailTenantStatus",
     doc = "A SCIM tenant: its bearer tokens, mail domains, mailbox backend and deletion policy.",
-    printcolumn(name = "Domains", type_ = "string", json_path = ".spec.domains", description = "Mail domains this tenant may provision"),
-    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.deletionPolicy", description = "What happens to a mailbox when its user is deleted"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the tenant can be used"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the tenant is or is not usable"),
+    printcolumn(
+        name = "Domains",
+        type_ = "string",
+        json_path = ".spec.domains",
+        description = "Mail domains this tenant may provision"
+    ),
+    printcolumn(
+        name = "Policy",
+        type_ = "string",
+        json_path = ".spec.deletionPolicy",
+        description = "What happens to a mailbox when its user is deleted"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the tenant can be used"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the tenant is or is not usable"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CleanmailTenantSpec {
-    /// The Secret (in this namespace) whose values are the SCIM bearer tokens of this tenant. Every
-    /// key counts, so a token is rotated by adding a key, switching the client, then removing the old key.
+    /// The Secret (in this namespace) whose values are the SCIM bearer tokens of this tenant. Every key counts, so a token is rotated by adding a key, switching the client, then removing the old key.
     pub token_secret_ref: SecretRef,
     /// The mail domains this tenant may provision; a `userName` in any other domain is refused.
     pub domains: Vec<String>,

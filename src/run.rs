@@ -66,7 +66,9 @@ impl Running {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr} (is the port already in use?)"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr} (is the port already in use?)"))
 }
 
 /// Starts everything and returns once the listeners are bound.
@@ -100,7 +102,8 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     });
 
     let instance = args.instance.clone().unwrap_or_else(|| format!("cleanmail-operator-{}", std::process::id()));
-    let ctx = Arc::new(Context::new(client.clone(), tenants.clone(), BackendRegistry::new(&args.default_backend), instance));
+    let ctx =
+        Arc::new(Context::new(client.clone(), tenants.clone(), BackendRegistry::new(&args.default_backend), instance));
     let settings = Settings { concurrency: args.controller_concurrency };
     tasks.spawn(controller::run(ctx, settings, stopped()));
 
@@ -147,7 +150,11 @@ fn health_routes(users: UserStore, tenants: TenantRegistry, metrics: Arc<Metrics
             get(move || {
                 let ready = users.is_ready() && tenants.is_ready();
                 async move {
-                    if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
                 }
             }),
         )
@@ -155,7 +162,10 @@ fn health_routes(users: UserStore, tenants: TenantRegistry, metrics: Arc<Metrics
             "/metrics",
             get(move || {
                 let text = metrics.render();
-                async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response() }
+                async move {
+                    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                        .into_response()
+                }
             }),
         )
 }

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::{extract::{MatchedPath, Request, State}, middleware::Next, response::Response};
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, histogram::Histogram},

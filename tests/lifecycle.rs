@@ -20,12 +20,13 @@ const CONVERGE: Duration = Duration::from_secs(60);
 async fn mailbox_row(address: &str) -> Option<(i64, Option<String>)> {
     let url = format!("sqlite://{}?mode=ro", cluster::operator().database.display());
     let pool = sqlx::SqlitePool::connect(&url).await.ok()?;
-    let row: Option<(i64, Option<String>)> = sqlx::query_as("SELECT active, display_name FROM mailboxes WHERE address = $1")
-        .bind(address)
-        .fetch_optional(&pool)
-        .await
-        .ok()
-        .flatten();
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT active, display_name FROM mailboxes WHERE address = $1")
+            .bind(address)
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten();
     pool.close().await;
     row
 }
@@ -62,7 +63,11 @@ async fn entra_lifecycle_provisions_disables_and_deletes_a_mailbox() {
         json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "startIndex": 1, "itemsPerPage": 0, "Resources": []})
     );
     assert!(probe.content_type.starts_with("application/scim+json"));
-    assert_scim_error(&Scim::new(&operator.scim_url, "wrong-token").get("/Users?filter=userName+eq+%22x%22").await, 401, None);
+    assert_scim_error(
+        &Scim::new(&operator.scim_url, "wrong-token").get("/Users?filter=userName+eq+%22x%22").await,
+        401,
+        None,
+    );
 
     // Create.
     let created = scim.post("/Users", &entra_user("Alice@Contoso.ch", "alice")).await;
@@ -70,7 +75,10 @@ async fn entra_lifecycle_provisions_disables_and_deletes_a_mailbox() {
     let id = created.body["id"].as_str().expect("id").to_string();
     assert_eq!(created.body["userName"], "Alice@Contoso.ch", "stored exactly as sent");
     assert_eq!(created.body["active"], true);
-    assert_eq!(created.body["name"], json!({"formatted": "Alice Wonder", "familyName": "Wonder", "givenName": "Alice"}));
+    assert_eq!(
+        created.body["name"],
+        json!({"formatted": "Alice Wonder", "familyName": "Wonder", "givenName": "Alice"})
+    );
     assert_eq!(created.body["emails"], json!([{"primary": true, "type": "work", "value": "Alice@Contoso.ch"}]));
     let meta = &created.body["meta"];
     assert_eq!(meta["resourceType"], "User");
@@ -118,7 +126,10 @@ async fn entra_lifecycle_provisions_disables_and_deletes_a_mailbox() {
     assert_eq!(deleted.status, 204);
     assert_scim_error(&scim.get(&format!("/Users/{id}")).await, 404, None);
     eventually("resource removed", CONVERGE, || async { users.get_opt(&id).await.ok().filter(Option::is_none) }).await;
-    eventually("mailbox row removed", CONVERGE, || async { mailbox_row("alice@contoso.ch").await.is_none().then_some(()) }).await;
+    eventually("mailbox row removed", CONVERGE, || async {
+        mailbox_row("alice@contoso.ch").await.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -169,8 +180,16 @@ async fn bad_input_gets_a_scim_error_and_writes_nothing() {
     eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
 
     assert_scim_error(&scim.post("/Users", &entra_user("dave@elsewhere.ch", "dave")).await, 400, Some("invalidValue"));
-    assert_scim_error(&scim.send(reqwest::Method::POST, "/Users", Some(b"{\"userName\": ")).await, 400, Some("invalidSyntax"));
-    assert_scim_error(&scim.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "active": true})).await, 400, Some("invalidValue"));
+    assert_scim_error(
+        &scim.send(reqwest::Method::POST, "/Users", Some(b"{\"userName\": ")).await,
+        400,
+        Some("invalidSyntax"),
+    );
+    assert_scim_error(
+        &scim.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "active": true})).await,
+        400,
+        Some("invalidValue"),
+    );
     assert_scim_error(&scim.get("/Users?filter=userName+eq").await, 400, Some("invalidFilter"));
     assert_scim_error(&scim.get("/Users/no-such-user").await, 404, None);
 
@@ -192,7 +211,8 @@ async fn bad_input_gets_a_scim_error_and_writes_nothing() {
     assert_eq!(current.body["userName"], "erin@badinput.ch");
 
     let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
-    let names: Vec<String> = users.list(&ListParams::default()).await.expect("list").items.into_iter().map(|u| u.spec.user_name).collect();
+    let names: Vec<String> =
+        users.list(&ListParams::default()).await.expect("list").items.into_iter().map(|u| u.spec.user_name).collect();
     assert_eq!(names, vec!["erin@badinput.ch".to_string()]);
 }
 
@@ -216,7 +236,10 @@ async fn renamed_users_keep_their_id_and_their_uniqueness() {
     assert_eq!(renamed.body["id"], json!(id));
     let found = scim.get("/Users?filter=userName+eq+%22francis%40rename.ch%22").await;
     assert_eq!(found.body["totalResults"], 1);
-    assert_eq!(found.body["Resources"][0]["emails"], json!([{"primary": true, "type": "work", "value": "francis@rename.ch"}]));
+    assert_eq!(
+        found.body["Resources"][0]["emails"],
+        json!([{"primary": true, "type": "work", "value": "francis@rename.ch"}])
+    );
     assert_eq!(found.body["Resources"][0]["name"]["familyName"], "Renamed");
 
     assert_scim_error(&scim.post("/Users", &entra_user("Francis@rename.ch", "x")).await, 409, Some("uniqueness"));
@@ -245,4 +268,120 @@ async fn discovery_documents_are_served_on_both_roots() {
         let types = scim.get("/ResourceTypes").await;
         assert_eq!(types.body["Resources"][0]["endpoint"], "/Users");
     }
+}
+
+#[tokio::test]
+async fn kubectl_shows_users_with_ready_and_reason_and_explains_the_spec() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    let (namespace, token) = cluster::tenant(&client, "kubectl", &["kubectl.ch"], "Delete").await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    let created = eventually("tenant usable", CONVERGE, || async {
+        let reply = scim.post("/Users", &entra_user("gina@kubectl.ch", "gina")).await;
+        (reply.status != 401 && reply.status != 503).then_some(reply)
+    })
+    .await;
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
+    wait_for_reason(&users, &id, "MailboxProvisioned").await;
+
+    let table = cluster::kubectl(&["get", "cleanmailusers", "-A"]);
+    let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAMESPACE", "NAME", "USER", "ACTIVE", "READY", "REASON", "AGE"]);
+    let row = table.lines().find(|l| l.starts_with(&namespace)).expect("row for the user");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..6], [namespace.as_str(), id.as_str(), "gina@kubectl.ch", "true", "True", "MailboxProvisioned"]);
+
+    let explained = cluster::kubectl(&["explain", "cleanmailuser.spec"]);
+    for field in ["userName", "active", "externalId", "displayName", "name", "emails"] {
+        assert!(explained.contains(&format!("  {field}\t")), "{field} missing from:\n{explained}");
+    }
+    assert!(explained.contains("SCIM `userName`"), "{explained}");
+}
+
+#[tokio::test]
+async fn paging_put_and_events_behave_as_entra_expects() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    let (namespace, token) = cluster::tenant(&client, "paging", &["paging.ch"], "Delete").await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    let mut ids = Vec::new();
+    for name in ["hank", "ines", "jo"] {
+        let reply = scim.post("/Users", &entra_user(&format!("{name}@paging.ch"), name)).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        ids.push(reply.body["id"].as_str().expect("id").to_string());
+    }
+    ids.sort();
+
+    let page = scim.get("/Users?startIndex=2&count=2").await;
+    assert_eq!(page.body["totalResults"], 3);
+    assert_eq!(page.body["startIndex"], 2);
+    assert_eq!(page.body["itemsPerPage"], 2);
+    let page_ids: Vec<&str> =
+        page.body["Resources"].as_array().expect("resources").iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(page_ids, [ids[1].as_str(), ids[2].as_str()]);
+    let beyond = scim.get("/Users?startIndex=10&count=5").await;
+    assert_eq!((beyond.body["totalResults"].clone(), beyond.body["itemsPerPage"].clone()), (json!(3), json!(0)));
+    assert_scim_error(&scim.get("/Users?count=many").await, 400, Some("invalidValue"));
+
+    // PUT replaces every attribute: omitted ones are removed.
+    let replaced = scim
+        .put(&format!("/Users/{}", ids[0]), &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "hank@paging.ch", "active": false}))
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    let users: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
+    let stored = users.get(&ids[0]).await.expect("user");
+    assert_eq!(
+        stored.spec,
+        cleanmail_operator::crd::CleanmailUserSpec {
+            user_name: "hank@paging.ch".into(),
+            active: false,
+            ..Default::default()
+        }
+    );
+    wait_for_reason(&users, &ids[0], "MailboxDisabled").await;
+
+    // The controller reports transitions as Events on the user.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, &namespace);
+    let reasons = eventually("provision and disable events", CONVERGE, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let reasons: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(ids[0].as_str()))
+            .filter_map(|e| e.reason)
+            .collect();
+        (reasons.iter().any(|r| r == "MailboxDisabled")).then_some(reasons)
+    })
+    .await;
+    assert!(reasons.iter().any(|r| r == "MailboxProvisioned"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_surfaces_as_a_condition() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    // A PostgreSQL URL nobody listens on: the tenant is accepted, provisioning is retried.
+    let (namespace, token) = cluster::tenant_with_backend(
+        &client,
+        "down",
+        &["down.ch"],
+        "Delete",
+        Some("postgres://cleanmail@127.0.0.1:1/cleanmail"),
+    )
+    .await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    let created = eventually("tenant usable", CONVERGE, || async {
+        let reply = scim.post("/Users", &entra_user("kim@down.ch", "kim")).await;
+        (reply.status != 401 && reply.status != 503).then_some(reply)
+    })
+    .await;
+    assert_eq!(created.status, 201, "SCIM never depends on the backend: {}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
+    eventually("BackendUnavailable", CONVERGE, || async {
+        ready_reason(&users, &id).await.filter(|(status, reason)| status == "False" && reason == "BackendUnavailable")
+    })
+    .await;
 }

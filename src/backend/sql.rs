@@ -91,10 +91,7 @@ impl SqlBackend {
             .await
             .map_err(|e| db_error("connect", "", e))?;
         for statement in SCHEMA {
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .map_err(|e| db_error("create schema", "", e))?;
+            sqlx::query(statement).execute(&pool).await.map_err(|e| db_error("create schema", "", e))?;
         }
         Ok(SqlBackend { pool, flavor })
     }
@@ -110,44 +107,34 @@ impl SqlBackend {
     }
 
     async fn row(&self, operation: &'static str, account_id: &str) -> Result<Option<StoredRow>> {
-        let row = sqlx::query(
-            "SELECT account_id, address, display_name, active FROM mailboxes WHERE account_id = $1",
-        )
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| db_error(operation, account_id, e))?;
-        row.map(|r| StoredRow::decode(&r).map_err(|e| db_error(operation, account_id, e)))
-            .transpose()
+        let row = sqlx::query("SELECT account_id, address, display_name, active FROM mailboxes WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(operation, account_id, e))?;
+        row.map(|r| StoredRow::decode(&r).map_err(|e| db_error(operation, account_id, e))).transpose()
     }
 
     /// The account other than `account_id` that holds `address`, if any.
-    async fn address_owner(
-        &self,
-        operation: &'static str,
-        account_id: &str,
-        address: &str,
-    ) -> Result<Option<String>> {
-        let owner: Option<String> = sqlx::query_scalar(
-            "SELECT account_id FROM mailboxes WHERE address = $1 AND account_id <> $2",
-        )
-        .bind(address)
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| db_error(operation, account_id, e))?;
+    async fn address_owner(&self, operation: &'static str, account_id: &str, address: &str) -> Result<Option<String>> {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM mailboxes WHERE address = $1 AND account_id <> $2")
+                .bind(address)
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(operation, account_id, e))?;
         Ok(owner)
     }
 
     async fn maildir_taken(&self, account_id: &str, maildir: &str) -> Result<bool> {
-        let taken: Option<String> = sqlx::query_scalar(
-            "SELECT account_id FROM mailboxes WHERE maildir = $1 AND account_id <> $2",
-        )
-        .bind(maildir)
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| db_error("ensure", account_id, e))?;
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM mailboxes WHERE maildir = $1 AND account_id <> $2")
+                .bind(maildir)
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error("ensure", account_id, e))?;
         Ok(taken.is_some())
     }
 
@@ -170,10 +157,7 @@ impl SqlBackend {
             // concurrent insert took the same maildir (a retry then picks another one).
             return match self.address_owner("ensure", account_id, address).await {
                 Ok(Some(owner)) => Self::conflict(account_id, address, &owner),
-                Ok(None) => BackendError {
-                    kind: ErrorKind::Transient,
-                    ..db_error("ensure", account_id, err)
-                },
+                Ok(None) => BackendError { kind: ErrorKind::Transient, ..db_error("ensure", account_id, err) },
                 Err(e) => e,
             };
         }
@@ -243,10 +227,7 @@ impl MailboxBackend for SqlBackend {
             enabled: desired.enabled,
         };
 
-        if let Some(owner) = self
-            .address_owner("ensure", account_id, &addr.address)
-            .await?
-        {
+        if let Some(owner) = self.address_owner("ensure", account_id, &addr.address).await? {
             return Err(Self::conflict(account_id, &addr.address, &owner));
         }
 
@@ -277,12 +258,7 @@ impl MailboxBackend for SqlBackend {
             None => {
                 let mut maildir = format!("{}/{}/", addr.domain, addr.local_part);
                 if self.maildir_taken(account_id, &maildir).await? {
-                    maildir = format!(
-                        "{}/{}.{}/",
-                        addr.domain,
-                        addr.local_part,
-                        path_safe(account_id)
-                    );
+                    maildir = format!("{}/{}.{}/", addr.domain, addr.local_part, path_safe(account_id));
                 }
                 // An upsert, so that a row created concurrently since the read above is updated
                 // (keeping its maildir and created_at) rather than failing.
@@ -314,14 +290,12 @@ impl MailboxBackend for SqlBackend {
     }
 
     async fn disable(&self, account_id: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE mailboxes SET active = 0, updated_at = $2 WHERE account_id = $1 AND active <> 0",
-        )
-        .bind(account_id)
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_error("disable", account_id, e))?;
+        sqlx::query("UPDATE mailboxes SET active = 0, updated_at = $2 WHERE account_id = $1 AND active <> 0")
+            .bind(account_id)
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("disable", account_id, e))?;
         Ok(())
     }
 
@@ -362,25 +336,17 @@ fn normalize_url(url: &str) -> Result<(Flavor, String)> {
                 || file == ":memory:"
                 || query.is_some_and(|q| q.split('&').any(|kv| kv == "mode=memory"));
             if memory {
-                return Err(permanent(
-                    "in-memory SQLite databases are not supported: give a file path".into(),
-                ));
+                return Err(permanent("in-memory SQLite databases are not supported: give a file path".into()));
             }
             // Relative paths are resolved against the working directory here, because the URL
             // parser below would fold `..` segments of `sqlite://../x` into the host name.
             let mut url = if file.starts_with('/') {
                 format!("sqlite://{file}")
             } else {
-                let cwd = std::env::current_dir().map_err(|e| {
-                    permanent(format!("cannot resolve relative SQLite path {file:?}: {e}"))
-                })?;
-                let cwd = cwd
-                    .to_str()
-                    .ok_or_else(|| permanent("the working directory is not valid UTF-8".into()))?;
-                format!(
-                    "sqlite://{}/{file}",
-                    percent_encode_path(cwd.trim_end_matches('/'))
-                )
+                let cwd = std::env::current_dir()
+                    .map_err(|e| permanent(format!("cannot resolve relative SQLite path {file:?}: {e}")))?;
+                let cwd = cwd.to_str().ok_or_else(|| permanent("the working directory is not valid UTF-8".into()))?;
+                format!("sqlite://{}/{file}", percent_encode_path(cwd.trim_end_matches('/')))
             };
             if let Some(q) = query {
                 url.push('?');
@@ -394,9 +360,7 @@ fn normalize_url(url: &str) -> Result<(Flavor, String)> {
             }
             Ok((Flavor::Sqlite, url))
         }
-        Some(other) => Err(permanent(format!(
-            "unsupported database URL scheme {other:?}: use postgres:// or sqlite:"
-        ))),
+        Some(other) => Err(permanent(format!("unsupported database URL scheme {other:?}: use postgres:// or sqlite:"))),
         None => Err(permanent("invalid database URL: no scheme".into())),
     }
 }
@@ -406,9 +370,7 @@ fn percent_encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         match b {
-            b'%' | b'?' | b'#' | b' ' | 0..=0x1f | 0x7f..=0xff => {
-                out.push_str(&format!("%{b:02X}"))
-            }
+            b'%' | b'?' | b'#' | b' ' | 0..=0x1f | 0x7f..=0xff => out.push_str(&format!("%{b:02X}")),
             _ => out.push(b as char),
         }
     }
@@ -440,13 +402,8 @@ impl ParsedAddress {
             return Err(invalid("local part must have 1 to 64 characters"));
         }
         const LOCAL_SPECIALS: &str = "!#$&'*+-=?^_`{|}~.";
-        if let Some(c) = local
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(*c)))
-        {
-            return Err(invalid(&format!(
-                "character {c:?} is not supported in the local part"
-            )));
+        if let Some(c) = local.chars().find(|c| !(c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(*c))) {
+            return Err(invalid(&format!("character {c:?} is not supported in the local part")));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(invalid("misplaced dot in the local part"));
@@ -464,21 +421,13 @@ impl ParsedAddress {
                 return Err(invalid("domain is not a valid host name"));
             }
         }
-        Ok(ParsedAddress {
-            local_part: local.to_owned(),
-            domain: domain.to_owned(),
-            address: address.clone(),
-        })
+        Ok(ParsedAddress { local_part: local.to_owned(), domain: domain.to_owned(), address: address.clone() })
     }
 }
 
 /// The characters of an account id that are safe in a directory name.
 fn path_safe(account_id: &str) -> String {
-    account_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(64)
-        .collect()
+    account_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(64).collect()
 }
 
 /// Wraps a database error, deciding whether a retry can help.
@@ -488,10 +437,9 @@ fn db_error(operation: &'static str, account_id: &str, err: sqlx::Error) -> Back
         operation,
         account_id: account_id.to_owned(),
         message: match err {
-            sqlx::Error::PoolTimedOut => format!(
-                "database unreachable: no connection within {} s ({err})",
-                ACQUIRE_TIMEOUT.as_secs()
-            ),
+            sqlx::Error::PoolTimedOut => {
+                format!("database unreachable: no connection within {} s ({err})", ACQUIRE_TIMEOUT.as_secs())
+            }
             _ => err.to_string(),
         },
         source: Some(Box::new(err)),
@@ -506,12 +454,9 @@ fn db_error(operation: &'static str, account_id: &str, err: sqlx::Error) -> Back
 fn classify(err: &sqlx::Error) -> ErrorKind {
     use sqlx::Error as E;
     match err {
-        E::Io(_)
-        | E::Tls(_)
-        | E::Protocol(_)
-        | E::PoolTimedOut
-        | E::PoolClosed
-        | E::WorkerCrashed => ErrorKind::Transient,
+        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+            ErrorKind::Transient
+        }
         E::Database(db) => {
             if db.kind() != sqlx::error::ErrorKind::Other {
                 return ErrorKind::Permanent;
@@ -537,9 +482,7 @@ fn classify(err: &sqlx::Error) -> ErrorKind {
 
 /// The current time as RFC 3339 UTC with millisecond precision, e.g. `2025-01-31T08:15:00.123Z`.
 fn now_rfc3339() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     format_rfc3339(since.as_secs() as i64, since.subsec_millis())
 }
 
@@ -556,12 +499,7 @@ fn format_rfc3339(secs: i64, millis: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3_600, rem % 3_600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -581,9 +519,7 @@ mod tests {
     }
 
     async fn backend(db: &TempDb) -> SqlBackend {
-        SqlBackend::connect(&format!("sqlite://{}", db.path.display()))
-            .await
-            .unwrap()
+        SqlBackend::connect(&format!("sqlite://{}", db.path.display())).await.unwrap()
     }
 
     fn desired(id: &str, address: &str, enabled: bool) -> DesiredAccount {
@@ -596,39 +532,25 @@ mod tests {
     }
 
     async fn column(b: &SqlBackend, id: &str, col: &str) -> Option<String> {
-        sqlx::query_scalar(&format!(
-            "SELECT CAST({col} AS TEXT) FROM mailboxes WHERE account_id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&b.pool)
-        .await
-        .unwrap()
-        .flatten()
+        sqlx::query_scalar(&format!("SELECT CAST({col} AS TEXT) FROM mailboxes WHERE account_id = $1"))
+            .bind(id)
+            .fetch_optional(&b.pool)
+            .await
+            .unwrap()
+            .flatten()
     }
 
     #[tokio::test]
     async fn ensure_creates_the_account() {
         let db = temp_db();
         let b = backend(&db).await;
-        let got = b
-            .ensure(&desired("id-1", " Alice@Contoso.CH ", true))
-            .await
-            .unwrap();
+        let got = b.ensure(&desired("id-1", " Alice@Contoso.CH ", true)).await.unwrap();
         assert_eq!(got.address, "alice@contoso.ch");
         assert!(got.enabled);
         assert_eq!(b.get("id-1").await.unwrap(), Some(got));
-        assert_eq!(
-            column(&b, "id-1", "maildir").await.as_deref(),
-            Some("contoso.ch/alice/")
-        );
-        assert_eq!(
-            column(&b, "id-1", "local_part").await.as_deref(),
-            Some("alice")
-        );
-        assert_eq!(
-            column(&b, "id-1", "domain").await.as_deref(),
-            Some("contoso.ch")
-        );
+        assert_eq!(column(&b, "id-1", "maildir").await.as_deref(), Some("contoso.ch/alice/"));
+        assert_eq!(column(&b, "id-1", "local_part").await.as_deref(), Some("alice"));
+        assert_eq!(column(&b, "id-1", "domain").await.as_deref(), Some("contoso.ch"));
         assert_eq!(column(&b, "id-1", "active").await.as_deref(), Some("1"));
         assert_eq!(column(&b, "id-1", "password").await, None);
         let created = column(&b, "id-1", "created_at").await.unwrap();
@@ -639,26 +561,13 @@ mod tests {
     async fn ensure_is_idempotent() {
         let db = temp_db();
         let b = backend(&db).await;
-        let first = b
-            .ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        let first = b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         let stamp = column(&b, "id-1", "updated_at").await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let second = b
-            .ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        let second = b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         assert_eq!(first, second);
-        assert_eq!(
-            column(&b, "id-1", "updated_at").await,
-            stamp,
-            "no write when unchanged"
-        );
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mailboxes")
-            .fetch_one(&b.pool)
-            .await
-            .unwrap();
+        assert_eq!(column(&b, "id-1", "updated_at").await, stamp, "no write when unchanged");
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mailboxes").fetch_one(&b.pool).await.unwrap();
         assert_eq!(count, 1);
         // A changed display name is written.
         let mut d = desired("id-1", "alice@contoso.ch", true);
@@ -671,9 +580,7 @@ mod tests {
     async fn schema_creation_is_idempotent() {
         let db = temp_db();
         let b = backend(&db).await;
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         b.close().await;
         let again = backend(&db).await;
         assert!(again.get("id-1").await.unwrap().is_some());
@@ -683,48 +590,24 @@ mod tests {
     async fn rename_keeps_the_maildir() {
         let db = temp_db();
         let b = backend(&db).await;
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
-        let got = b
-            .ensure(&desired("id-1", "alice.smith@fabrikam.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
+        let got = b.ensure(&desired("id-1", "alice.smith@fabrikam.ch", true)).await.unwrap();
         assert_eq!(got.address, "alice.smith@fabrikam.ch");
-        assert_eq!(
-            b.get("id-1").await.unwrap().unwrap().address,
-            "alice.smith@fabrikam.ch"
-        );
-        assert_eq!(
-            column(&b, "id-1", "local_part").await.as_deref(),
-            Some("alice.smith")
-        );
-        assert_eq!(
-            column(&b, "id-1", "domain").await.as_deref(),
-            Some("fabrikam.ch")
-        );
-        assert_eq!(
-            column(&b, "id-1", "maildir").await.as_deref(),
-            Some("contoso.ch/alice/")
-        );
+        assert_eq!(b.get("id-1").await.unwrap().unwrap().address, "alice.smith@fabrikam.ch");
+        assert_eq!(column(&b, "id-1", "local_part").await.as_deref(), Some("alice.smith"));
+        assert_eq!(column(&b, "id-1", "domain").await.as_deref(), Some("fabrikam.ch"));
+        assert_eq!(column(&b, "id-1", "maildir").await.as_deref(), Some("contoso.ch/alice/"));
 
         // The freed address can go to someone else, who gets a maildir of their own.
-        b.ensure(&desired("id-2", "alice@contoso.ch", true))
-            .await
-            .unwrap();
-        assert_eq!(
-            column(&b, "id-2", "maildir").await.as_deref(),
-            Some("contoso.ch/alice.id-2/")
-        );
+        b.ensure(&desired("id-2", "alice@contoso.ch", true)).await.unwrap();
+        assert_eq!(column(&b, "id-2", "maildir").await.as_deref(), Some("contoso.ch/alice.id-2/"));
     }
 
     #[tokio::test]
     async fn disable_keeps_the_row() {
         let db = temp_db();
         let b = backend(&db).await;
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         b.disable("id-1").await.unwrap();
         let got = b.get("id-1").await.unwrap().unwrap();
         assert!(!got.enabled);
@@ -733,18 +616,10 @@ mod tests {
         b.disable("absent").await.unwrap();
         assert_eq!(b.get("absent").await.unwrap(), None);
         // Enabling again.
-        assert!(
-            b.ensure(&desired("id-1", "alice@contoso.ch", true))
-                .await
-                .unwrap()
-                .enabled
-        );
+        assert!(b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap().enabled);
         assert!(b.get("id-1").await.unwrap().unwrap().enabled);
         // Creating disabled.
-        let off = b
-            .ensure(&desired("id-2", "bob@contoso.ch", false))
-            .await
-            .unwrap();
+        let off = b.ensure(&desired("id-2", "bob@contoso.ch", false)).await.unwrap();
         assert!(!off.enabled);
         assert_eq!(column(&b, "id-2", "active").await.as_deref(), Some("0"));
     }
@@ -754,9 +629,7 @@ mod tests {
         let db = temp_db();
         let b = backend(&db).await;
         b.delete("absent").await.unwrap();
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         b.delete("id-1").await.unwrap();
         assert_eq!(b.get("id-1").await.unwrap(), None);
         b.delete("id-1").await.unwrap();
@@ -766,42 +639,23 @@ mod tests {
     async fn address_conflict_is_permanent() {
         let db = temp_db();
         let b = backend(&db).await;
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
-        let err = b
-            .ensure(&desired("id-2", "ALICE@contoso.ch", true))
-            .await
-            .unwrap_err();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
+        let err = b.ensure(&desired("id-2", "ALICE@contoso.ch", true)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent);
         assert_eq!(err.account_id, "id-2");
-        assert!(
-            err.message
-                .contains("address alice@contoso.ch is already used by account id-1"),
-            "{err}"
-        );
+        assert!(err.message.contains("address alice@contoso.ch is already used by account id-1"), "{err}");
         // Also when an existing account is renamed onto a taken address.
-        b.ensure(&desired("id-3", "bob@contoso.ch", true))
-            .await
-            .unwrap();
-        let err = b
-            .ensure(&desired("id-3", "alice@contoso.ch", true))
-            .await
-            .unwrap_err();
+        b.ensure(&desired("id-3", "bob@contoso.ch", true)).await.unwrap();
+        let err = b.ensure(&desired("id-3", "alice@contoso.ch", true)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent);
-        assert_eq!(
-            b.get("id-3").await.unwrap().unwrap().address,
-            "bob@contoso.ch"
-        );
+        assert_eq!(b.get("id-3").await.unwrap().unwrap().address, "bob@contoso.ch");
     }
 
     #[tokio::test]
     async fn unique_violation_on_write_is_explained() {
         let db = temp_db();
         let b = backend(&db).await;
-        b.ensure(&desired("id-1", "alice@contoso.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "alice@contoso.ch", true)).await.unwrap();
         let err = sqlx::query(
             "INSERT INTO mailboxes (account_id, address, local_part, domain, active, maildir) \
              VALUES ('x', 'alice@contoso.ch', 'alice', 'contoso.ch', 1, 'x/')",
@@ -811,10 +665,7 @@ mod tests {
         .unwrap_err();
         let err = b.write_error("x", "alice@contoso.ch", err).await;
         assert_eq!(err.kind, ErrorKind::Permanent);
-        assert!(
-            err.message.contains("already used by account id-1"),
-            "{err}"
-        );
+        assert!(err.message.contains("already used by account id-1"), "{err}");
     }
 
     #[tokio::test]
@@ -837,9 +688,7 @@ mod tests {
             assert_eq!(err.kind, ErrorKind::Permanent, "{bad}");
         }
         assert_eq!(b.get("id-1").await.unwrap(), None);
-        b.ensure(&desired("id-1", "o'brien+tag@mail.contoso.ch", true))
-            .await
-            .unwrap();
+        b.ensure(&desired("id-1", "o'brien+tag@mail.contoso.ch", true)).await.unwrap();
     }
 
     #[tokio::test]
@@ -847,14 +696,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let abs = dir.path().join("a.db");
         let abs = abs.to_str().unwrap();
-        for url in [
-            format!("sqlite://{abs}"),
-            format!("sqlite:{abs}"),
-            format!("sqlite://{abs}?"),
-        ] {
-            let b = SqlBackend::connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        for url in [format!("sqlite://{abs}"), format!("sqlite:{abs}"), format!("sqlite://{abs}?")] {
+            let b = SqlBackend::connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
             assert!(!b.is_postgres());
             b.close().await;
         }
@@ -862,36 +705,20 @@ mod tests {
         // Relative to the working directory, without changing it: climb to the root first.
         let cwd = std::env::current_dir().unwrap();
         let up = "../".repeat(cwd.components().count().saturating_sub(1));
-        let rel = format!(
-            "{up}{}",
-            dir.path()
-                .join("r.db")
-                .to_str()
-                .unwrap()
-                .trim_start_matches('/')
-        );
+        let rel = format!("{up}{}", dir.path().join("r.db").to_str().unwrap().trim_start_matches('/'));
         for url in [format!("sqlite://{rel}"), format!("sqlite:{rel}")] {
-            SqlBackend::connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            SqlBackend::connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         assert!(dir.path().join("r.db").exists());
     }
 
     #[tokio::test]
     async fn bad_urls_are_permanent() {
-        for url in [
-            "sqlite::memory:",
-            "sqlite://?mode=memory",
-            "mysql://localhost/x",
-            "nonsense",
-        ] {
+        for url in ["sqlite::memory:", "sqlite://?mode=memory", "mysql://localhost/x", "nonsense"] {
             let err = SqlBackend::connect(url).await.unwrap_err();
             assert_eq!(err.kind, ErrorKind::Permanent, "{url}: {err}");
         }
-        let err = SqlBackend::connect("sqlite:///tmp/x.db?mode=bogus")
-            .await
-            .unwrap_err();
+        let err = SqlBackend::connect("sqlite:///tmp/x.db?mode=bogus").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
     }
 
@@ -902,24 +729,15 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let started = Instant::now();
-        let err = SqlBackend::connect(&format!("postgres://cleanmail@127.0.0.1:{port}/mail"))
-            .await
-            .unwrap_err();
+        let err = SqlBackend::connect(&format!("postgres://cleanmail@127.0.0.1:{port}/mail")).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]
     fn rfc3339() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(
-            format_rfc3339(1_738_311_300, 123),
-            "2025-01-31T08:15:00.123Z"
-        );
+        assert_eq!(format_rfc3339(1_738_311_300, 123), "2025-01-31T08:15:00.123Z");
     }
 }

@@ -2,7 +2,10 @@
 //! yields the new list, keeping `lastTransitionTime` unless the status flipped (a changed timestamp
 //! on every pass would make every status write a change, and every change a reconcile).
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::{Condition, Time}, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 
 pub const READY: &str = "Ready";
 

@@ -104,7 +104,11 @@ impl Context {
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
-    format!("{}/{}", object.meta().namespace.as_deref().unwrap_or_default(), object.meta().name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
 }
 
 fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -114,19 +118,25 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
 }
 
 /// Runs both controllers until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, settings: Settings, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let users = Controller::new(Api::<CleanmailUser>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(user::reconcile, error_policy, ctx.clone())
-        .for_each(log_outcome);
-    let tenants = Controller::new(Api::<CleanmailTenant>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(tenant::reconcile, error_policy, ctx.clone())
-        .for_each(log_outcome);
+    let users =
+        Controller::new(Api::<CleanmailUser>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(user::reconcile, error_policy, ctx.clone())
+            .for_each(log_outcome);
+    let tenants =
+        Controller::new(Api::<CleanmailTenant>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+            .with_config(config)
+            .graceful_shutdown_on(shutdown)
+            .run(tenant::reconcile, error_policy, ctx.clone())
+            .for_each(log_outcome);
     futures::join!(users, tenants);
 }
 

@@ -10,7 +10,10 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, Result, conditions::{self, Observed}};
+use super::{
+    Context, Error, FIELD_MANAGER, Result,
+    conditions::{self, Observed},
+};
 use crate::{
     crd::{CleanmailTenant, CleanmailTenantStatus},
     tenant::BackendChoice,

@@ -45,13 +45,21 @@ pub fn plan(user: &CleanmailUser, tenant: Option<&Tenant>) -> Result<DesiredAcco
         Observed::ready(false, "TenantNotFound", format!("no CleanmailTenant exists in namespace {namespace}"))
     })?;
     if let BackendChoice::Unresolved(message) = &tenant.backend {
-        return Err(Observed::ready(false, "BackendUnavailable", format!("the tenant's backend is not configured: {message}")));
+        return Err(Observed::ready(
+            false,
+            "BackendUnavailable",
+            format!("the tenant's backend is not configured: {message}"),
+        ));
     }
     if !tenant.allows(&user.spec.user_name) {
         return Err(Observed::ready(
             false,
             "InvalidSpec",
-            format!("userName {:?} is not a mail address in the tenant's domains ({})", user.spec.user_name, tenant.domains.join(", ")),
+            format!(
+                "userName {:?} is not a mail address in the tenant's domains ({})",
+                user.spec.user_name,
+                tenant.domains.join(", ")
+            ),
         ));
     }
     let account_id = user.uid().ok_or_else(|| Observed::ready(false, "InvalidSpec", "the resource has no uid"))?;
@@ -88,11 +96,16 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     };
     match result {
         Ok(account) => {
-            let mailbox = MailboxRef { account_id: account.account_id, address: account.address, enabled: account.enabled };
+            let mailbox =
+                MailboxRef { account_id: account.account_id, address: account.address, enabled: account.enabled };
             let observed = if mailbox.enabled {
                 Observed::ready(true, "MailboxProvisioned", format!("mailbox {} is enabled", mailbox.address))
             } else {
-                Observed::ready(true, "MailboxDisabled", format!("mailbox {} is disabled; its mail is kept", mailbox.address))
+                Observed::ready(
+                    true,
+                    "MailboxDisabled",
+                    format!("mailbox {} is disabled; its mail is kept", mailbox.address),
+                )
             };
             announce_transition(user, ctx, previous_mailbox(user).as_ref(), &mailbox).await;
             write_status(user, ctx, &observed, Some(mailbox)).await?;
@@ -134,7 +147,8 @@ async fn cleanup(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
                     source: None,
                 }));
             }
-            let backend: Arc<dyn MailboxBackend> = ctx.backends.get(backend_url(&tenant)).await.map_err(Error::Backend)?;
+            let backend: Arc<dyn MailboxBackend> =
+                ctx.backends.get(backend_url(&tenant)).await.map_err(Error::Backend)?;
             backend.delete(&account_id).await.map_err(Error::Backend)?;
             tracing::info!(user = %object_key(user), %account_id, "mailbox deleted");
             let note = format!("mailbox {} and its mail were deleted", user.spec.user_name);
@@ -158,9 +172,13 @@ fn previous_reason(user: &CleanmailUser) -> Option<&str> {
 async fn announce_transition(user: &CleanmailUser, ctx: &Context, before: Option<&MailboxRef>, after: &MailboxRef) {
     let (reason, note) = match before {
         None => ("MailboxProvisioned", format!("mailbox {} created", after.address)),
-        Some(b) if b.enabled && !after.enabled => ("MailboxDisabled", format!("mailbox {} disabled; mail kept", after.address)),
+        Some(b) if b.enabled && !after.enabled => {
+            ("MailboxDisabled", format!("mailbox {} disabled; mail kept", after.address))
+        }
         Some(b) if !b.enabled && after.enabled => ("MailboxEnabled", format!("mailbox {} enabled", after.address)),
-        Some(b) if b.address != after.address => ("MailboxRenamed", format!("mailbox {} is now {}", b.address, after.address)),
+        Some(b) if b.address != after.address => {
+            ("MailboxRenamed", format!("mailbox {} is now {}", b.address, after.address))
+        }
         Some(_) => return,
     };
     ctx.publish(user, EventType::Normal, reason, note).await;
@@ -174,7 +192,12 @@ async fn report_failure(user: &CleanmailUser, ctx: &Context, observed: &Observed
     Ok(())
 }
 
-async fn write_status(user: &CleanmailUser, ctx: &Context, observed: &Observed, mailbox: Option<MailboxRef>) -> Result<()> {
+async fn write_status(
+    user: &CleanmailUser,
+    ctx: &Context,
+    observed: &Observed,
+    mailbox: Option<MailboxRef>,
+) -> Result<()> {
     let old = user.status.clone().unwrap_or_default();
     let generation = user.metadata.generation;
     let status = CleanmailUserStatus {
@@ -205,7 +228,8 @@ mod tests {
     }
 
     fn user(user_name: &str, active: bool) -> CleanmailUser {
-        let mut user = CleanmailUser::new("u", CleanmailUserSpec { user_name: user_name.into(), active, ..Default::default() });
+        let mut user =
+            CleanmailUser::new("u", CleanmailUserSpec { user_name: user_name.into(), active, ..Default::default() });
         user.metadata.namespace = Some("contoso".into());
         user.metadata.uid = Some("uid-1".into());
         user
@@ -216,7 +240,12 @@ mod tests {
         let desired = plan(&user("Alice@Contoso.ch", true), Some(&tenant(BackendChoice::Default))).expect("plan");
         assert_eq!(
             desired,
-            DesiredAccount { account_id: "uid-1".into(), address: "alice@contoso.ch".into(), display_name: None, enabled: true }
+            DesiredAccount {
+                account_id: "uid-1".into(),
+                address: "alice@contoso.ch".into(),
+                display_name: None,
+                enabled: true
+            }
         );
         assert!(!plan(&user("a@contoso.ch", false), Some(&tenant(BackendChoice::Default))).expect("plan").enabled);
     }

@@ -88,9 +88,7 @@ impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
         let mut response = (self.status, super::ScimJson(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"SCIM\""));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"SCIM\""));
         }
         response
     }

@@ -94,17 +94,11 @@ pub trait AttributeSchema {
 
 impl FilterError {
     fn at(message: impl fmt::Display, position: usize) -> Self {
-        Self {
-            message: format!("{message} at position {position}"),
-            position: Some(position),
-        }
+        Self { message: format!("{message} at position {position}"), position: Some(position) }
     }
 
     fn whole(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            position: None,
-        }
+        Self { message: message.into(), position: None }
     }
 
     /// The 1-based character position the error refers to, when there is one.
@@ -118,31 +112,19 @@ impl AttrPath {
     /// A top-level attribute without URN or sub-attribute.
     #[must_use]
     pub fn new(attr: impl Into<String>) -> Self {
-        Self {
-            urn: None,
-            attr: attr.into(),
-            sub_attr: None,
-        }
+        Self { urn: None, attr: attr.into(), sub_attr: None }
     }
 
     /// The same attribute with `sub` as its sub-attribute.
     #[must_use]
     pub fn with_sub(&self, sub: impl Into<String>) -> Self {
-        Self {
-            urn: self.urn.clone(),
-            attr: self.attr.clone(),
-            sub_attr: Some(sub.into()),
-        }
+        Self { urn: self.urn.clone(), attr: self.attr.clone(), sub_attr: Some(sub.into()) }
     }
 
     /// The attribute itself, without its sub-attribute.
     #[must_use]
     pub fn parent(&self) -> Self {
-        Self {
-            urn: self.urn.clone(),
-            attr: self.attr.clone(),
-            sub_attr: None,
-        }
+        Self { urn: self.urn.clone(), attr: self.attr.clone(), sub_attr: None }
     }
 
     /// True when the path lives at the top level of the resource (no URN, or a core schema URN).
@@ -179,8 +161,7 @@ impl FromStr for AttrPath {
     type Err = FilterError;
 
     fn from_str(s: &str) -> Result<Self, FilterError> {
-        parse_attr_path(s)
-            .ok_or_else(|| FilterError::whole(format!("invalid attribute path '{s}'")))
+        parse_attr_path(s).ok_or_else(|| FilterError::whole(format!("invalid attribute path '{s}'")))
     }
 }
 
@@ -201,11 +182,7 @@ fn parse_attr_path(s: &str) -> Option<AttrPath> {
     if !is_attr_name(attr) || !sub_attr.is_none_or(is_attr_name) {
         return None;
     }
-    Some(AttrPath {
-        urn: urn.map(str::to_owned),
-        attr: attr.to_owned(),
-        sub_attr: sub_attr.map(str::to_owned),
-    })
+    Some(AttrPath { urn: urn.map(str::to_owned), attr: attr.to_owned(), sub_attr: sub_attr.map(str::to_owned) })
 }
 
 /// URNs contain dots (`2.0`), so the attribute part starts after the last colon.
@@ -221,9 +198,7 @@ fn split_urn(s: &str) -> Option<(Option<&str>, &str)> {
 /// RFC 7643 ATTRNAME, plus a leading `$` so that `$ref` can be addressed.
 fn is_attr_name(s: &str) -> bool {
     let mut chars = s.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '$');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '$');
     first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -316,28 +291,17 @@ impl FromStr for Filter {
 
     fn from_str(input: &str) -> Result<Self, FilterError> {
         if input.len() > MAX_FILTER_LEN {
-            return Err(FilterError::whole(format!(
-                "filter is longer than {MAX_FILTER_LEN} bytes"
-            )));
+            return Err(FilterError::whole(format!("filter is longer than {MAX_FILTER_LEN} bytes")));
         }
         let tokens = tokenize(input)?;
         if tokens.is_empty() {
             return Err(FilterError::whole("empty filter"));
         }
         let end_pos = input.chars().count() + 1;
-        let mut parser = Parser {
-            tokens,
-            idx: 0,
-            depth: 0,
-            in_value_filter: false,
-            end_pos,
-        };
+        let mut parser = Parser { tokens, idx: 0, depth: 0, in_value_filter: false, end_pos };
         let filter = parser.parse_or()?;
         match parser.peek() {
-            Some(tok) => Err(FilterError::at(
-                format!("unexpected token '{}'", tok.kind),
-                tok.pos,
-            )),
+            Some(tok) => Err(FilterError::at(format!("unexpected token '{}'", tok.kind), tok.pos)),
             None => Ok(filter),
         }
     }
@@ -367,19 +331,13 @@ impl Parser {
     }
 
     fn end_error(&self, expected: &str) -> FilterError {
-        FilterError::at(
-            format!("unexpected end of filter, expected {expected}"),
-            self.end_pos,
-        )
+        FilterError::at(format!("unexpected end of filter, expected {expected}"), self.end_pos)
     }
 
     fn expect_token(&mut self, kind: &TokKind) -> Result<(), FilterError> {
         match self.next() {
             Some(tok) if tok.kind == *kind => Ok(()),
-            Some(tok) => Err(FilterError::at(
-                format!("expected '{kind}' but found '{}'", tok.kind),
-                tok.pos,
-            )),
+            Some(tok) => Err(FilterError::at(format!("expected '{kind}' but found '{}'", tok.kind), tok.pos)),
             None => Err(self.end_error(&format!("'{kind}'"))),
         }
     }
@@ -387,10 +345,7 @@ impl Parser {
     fn enter(&mut self, pos: usize) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_FILTER_DEPTH {
-            return Err(FilterError::at(
-                format!("filter nests deeper than {MAX_FILTER_DEPTH} levels"),
-                pos,
-            ));
+            return Err(FilterError::at(format!("filter nests deeper than {MAX_FILTER_DEPTH} levels"), pos));
         }
         Ok(())
     }
@@ -425,16 +380,11 @@ impl Parser {
     }
 
     fn parse_atom(&mut self) -> Result<Filter, FilterError> {
-        let tok = self
-            .next()
-            .ok_or_else(|| self.end_error("an attribute path or '('"))?;
+        let tok = self.next().ok_or_else(|| self.end_error("an attribute path or '('"))?;
         match tok.kind {
             TokKind::LParen => self.parse_group(tok.pos),
             TokKind::Word(word) => self.parse_attr_exp(&word, tok.pos),
-            other => Err(FilterError::at(
-                format!("unexpected token '{other}'"),
-                tok.pos,
-            )),
+            other => Err(FilterError::at(format!("unexpected token '{other}'"), tok.pos)),
         }
     }
 
@@ -447,15 +397,9 @@ impl Parser {
     }
 
     fn parse_attr_exp(&mut self, word: &str, pos: usize) -> Result<Filter, FilterError> {
-        let path = parse_attr_path(word)
-            .ok_or_else(|| FilterError::at(format!("invalid attribute path '{word}'"), pos))?;
-        if matches!(
-            self.peek(),
-            Some(Token {
-                kind: TokKind::LBracket,
-                ..
-            })
-        ) {
+        let path =
+            parse_attr_path(word).ok_or_else(|| FilterError::at(format!("invalid attribute path '{word}'"), pos))?;
+        if matches!(self.peek(), Some(Token { kind: TokKind::LBracket, .. })) {
             return self.parse_value_path(path);
         }
         self.parse_operation(path, word)
@@ -479,69 +423,48 @@ impl Parser {
         };
         self.in_value_filter = false;
         self.depth -= 1;
-        Ok(Filter::ValuePath {
-            attr,
-            filter: Box::new(filter),
-        })
+        Ok(Filter::ValuePath { attr, filter: Box::new(filter) })
     }
 
     /// The `.value` in `emails[type eq "work"].value eq "x"`.
     fn take_trailing_sub_attr(&mut self) -> Result<Option<(String, String)>, FilterError> {
-        let Some(Token {
-            kind: TokKind::Word(word),
-            pos,
-        }) = self.peek().cloned()
-        else {
+        let Some(Token { kind: TokKind::Word(word), pos }) = self.peek().cloned() else {
             return Ok(None);
         };
         let Some(sub) = word.strip_prefix('.') else {
             return Ok(None);
         };
         if !is_attr_name(sub) {
-            return Err(FilterError::at(
-                format!("invalid sub-attribute '{word}'"),
-                pos,
-            ));
+            return Err(FilterError::at(format!("invalid sub-attribute '{word}'"), pos));
         }
         self.idx += 1;
         Ok(Some((sub.to_owned(), word)))
     }
 
     fn parse_operation(&mut self, path: AttrPath, path_text: &str) -> Result<Filter, FilterError> {
-        let tok = self
-            .next()
-            .ok_or_else(|| self.end_error(&format!("an operator after '{path_text}'")))?;
+        let tok = self.next().ok_or_else(|| self.end_error(&format!("an operator after '{path_text}'")))?;
         let TokKind::Word(word) = &tok.kind else {
             return Err(FilterError::at(
-                format!(
-                    "expected an operator after '{path_text}' but found '{}'",
-                    tok.kind
-                ),
+                format!("expected an operator after '{path_text}' but found '{}'", tok.kind),
                 tok.pos,
             ));
         };
         if word.eq_ignore_ascii_case("pr") {
             return Ok(Filter::Present(path));
         }
-        let op = parse_compare_op(word)
-            .ok_or_else(|| FilterError::at(format!("unknown operator '{word}'"), tok.pos))?;
+        let op =
+            parse_compare_op(word).ok_or_else(|| FilterError::at(format!("unknown operator '{word}'"), tok.pos))?;
         let value = self.parse_comp_value(word)?;
         Ok(Filter::Compare { path, op, value })
     }
 
     fn parse_comp_value(&mut self, op_text: &str) -> Result<Value, FilterError> {
-        let tok = self
-            .next()
-            .ok_or_else(|| self.end_error(&format!("a value after '{op_text}'")))?;
+        let tok = self.next().ok_or_else(|| self.end_error(&format!("a value after '{op_text}'")))?;
         match tok.kind {
             TokKind::Str(s) => Ok(Value::String(s)),
-            TokKind::Word(word) => parse_bare_value(&word).ok_or_else(|| {
-                FilterError::at(format!("invalid comparison value '{word}'"), tok.pos)
-            }),
-            other => Err(FilterError::at(
-                format!("expected a value after '{op_text}' but found '{other}'"),
-                tok.pos,
-            )),
+            TokKind::Word(word) => parse_bare_value(&word)
+                .ok_or_else(|| FilterError::at(format!("invalid comparison value '{word}'"), tok.pos)),
+            other => Err(FilterError::at(format!("expected a value after '{op_text}' but found '{other}'"), tok.pos)),
         }
     }
 }
@@ -568,9 +491,7 @@ fn parse_bare_value(word: &str) -> Option<Value> {
         "true" => Some(Value::Bool(true)),
         "false" => Some(Value::Bool(false)),
         "null" => Some(Value::Null),
-        _ => serde_json::from_str::<serde_json::Number>(word)
-            .ok()
-            .map(Value::Number),
+        _ => serde_json::from_str::<serde_json::Number>(word).ok().map(Value::Number),
     }
 }
 
@@ -582,27 +503,14 @@ impl Filter {
     /// RFC 7643 §2.1).
     #[must_use]
     pub fn matches(&self, resource: &Value, schema: &dyn AttributeSchema) -> bool {
-        Eval {
-            schema,
-            parent: None,
-        }
-        .eval(self, resource)
+        Eval { schema, parent: None }.eval(self, resource)
     }
 
     /// Evaluate a value filter (the part inside `attr[...]`) against one element of `parent`;
     /// paths in the filter are relative to that element.
     #[must_use]
-    pub fn matches_element(
-        &self,
-        element: &Value,
-        parent: &AttrPath,
-        schema: &dyn AttributeSchema,
-    ) -> bool {
-        Eval {
-            schema,
-            parent: Some(parent),
-        }
-        .eval(self, element)
+    pub fn matches_element(&self, element: &Value, parent: &AttrPath, schema: &dyn AttributeSchema) -> bool {
+        Eval { schema, parent: Some(parent) }.eval(self, element)
     }
 
     /// If the filter is (or is an `and` containing) `<attr> eq "<string>"` on a top-level
@@ -611,16 +519,10 @@ impl Filter {
     #[must_use]
     pub fn eq_lookup(&self, attr: &str) -> Option<&str> {
         match self {
-            Self::Compare {
-                path,
-                op: CompareOp::Eq,
-                value: Value::String(s),
-            } if path.sub_attr.is_none()
-                && path.attr.eq_ignore_ascii_case(attr)
-                && path
-                    .urn
-                    .as_deref()
-                    .is_none_or(|u| u.eq_ignore_ascii_case(CORE_USER_URN)) =>
+            Self::Compare { path, op: CompareOp::Eq, value: Value::String(s) }
+                if path.sub_attr.is_none()
+                    && path.attr.eq_ignore_ascii_case(attr)
+                    && path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(CORE_USER_URN)) =>
             {
                 Some(s)
             }
@@ -650,13 +552,8 @@ impl Eval<'_> {
     }
 
     fn eval_value_path(&self, attr: &AttrPath, filter: &Filter, node: &Value) -> bool {
-        let inner = Eval {
-            schema: self.schema,
-            parent: Some(attr),
-        };
-        self.lookup(attr, node)
-            .into_iter()
-            .any(|element| inner.eval(filter, element))
+        let inner = Eval { schema: self.schema, parent: Some(attr) };
+        self.lookup(attr, node).into_iter().any(|element| inner.eval(filter, element))
     }
 
     fn compare(&self, path: &AttrPath, op: CompareOp, literal: &Value, node: &Value) -> bool {
@@ -685,11 +582,7 @@ impl Eval<'_> {
         };
         let values = flatten(value);
         match &path.sub_attr {
-            Some(sub) => values
-                .into_iter()
-                .filter_map(|v| get_ci(v, sub))
-                .flat_map(flatten)
-                .collect(),
+            Some(sub) => values.into_iter().filter_map(|v| get_ci(v, sub)).flat_map(flatten).collect(),
             None => values,
         }
     }
@@ -698,9 +591,7 @@ impl Eval<'_> {
 /// Looks up an object member case-insensitively (RFC 7643 §2.1).
 #[must_use]
 pub fn get_ci<'v>(node: &'v Value, name: &str) -> Option<&'v Value> {
-    node.as_object()
-        .and_then(|map| find_key(map, name))
-        .and_then(|k| node.get(k))
+    node.as_object().and_then(|map| find_key(map, name)).and_then(|k| node.get(k))
 }
 
 /// The key in `map` that equals `name` ignoring ASCII case.
@@ -709,9 +600,7 @@ pub fn find_key<'m>(map: &'m Map<String, Value>, name: &str) -> Option<&'m str> 
     if map.contains_key(name) {
         return map.get_key_value(name).map(|(k, _)| k.as_str());
     }
-    map.keys()
-        .find(|k| k.eq_ignore_ascii_case(name))
-        .map(String::as_str)
+    map.keys().find(|k| k.eq_ignore_ascii_case(name)).map(String::as_str)
 }
 
 fn flatten(value: &Value) -> Vec<&Value> {
@@ -744,12 +633,8 @@ fn compare_value(actual: &Value, op: CompareOp, literal: &Value, case_exact: boo
     match (actual, literal) {
         (Value::String(a), Value::String(l)) => compare_strings(a, op, l, case_exact),
         (Value::Bool(a), Value::Bool(l)) => compare_equality(a == l, op),
-        (Value::Bool(a), Value::String(l)) => {
-            string_as_bool(l).is_some_and(|l| compare_equality(*a == l, op))
-        }
-        (Value::Number(a), Value::Number(l)) => {
-            compare_numbers(a, l).is_some_and(|o| ordering_holds(o, op))
-        }
+        (Value::Bool(a), Value::String(l)) => string_as_bool(l).is_some_and(|l| compare_equality(*a == l, op)),
+        (Value::Number(a), Value::Number(l)) => compare_numbers(a, l).is_some_and(|o| ordering_holds(o, op)),
         (Value::Null, _) => false,
         (_, Value::Null) => op == CompareOp::Ne,
         _ => false,
@@ -824,10 +709,7 @@ mod tests {
 
     impl AttributeSchema for UserSchema {
         fn case_exact(&self, path: &AttrPath) -> bool {
-            matches!(
-                path.dotted_lower().as_str(),
-                "externalid" | "id" | "members.value"
-            )
+            matches!(path.dotted_lower().as_str(), "externalid" | "id" | "members.value")
         }
     }
 
@@ -844,11 +726,7 @@ mod tests {
     }
 
     fn eq(p: &str, v: Value) -> Filter {
-        Filter::Compare {
-            path: path(p),
-            op: CompareOp::Eq,
-            value: v,
-        }
+        Filter::Compare { path: path(p), op: CompareOp::Eq, value: v }
     }
 
     fn and(a: Filter, b: Filter) -> Filter {
@@ -894,10 +772,7 @@ mod tests {
 
     #[test]
     fn parses_simple_comparison() {
-        assert_eq!(
-            parse(r#"userName eq "bjensen""#),
-            eq("userName", json!("bjensen"))
-        );
+        assert_eq!(parse(r#"userName eq "bjensen""#), eq("userName", json!("bjensen")));
     }
 
     #[test]
@@ -914,14 +789,7 @@ mod tests {
             ("LE", CompareOp::Le),
         ] {
             let f = parse(&format!("title {word} \"x\""));
-            assert_eq!(
-                f,
-                Filter::Compare {
-                    path: path("title"),
-                    op,
-                    value: json!("x")
-                }
-            );
+            assert_eq!(f, Filter::Compare { path: path("title"), op, value: json!("x") });
         }
         assert_eq!(parse("title PR"), Filter::Present(path("title")));
     }
@@ -948,24 +816,15 @@ mod tests {
         let a = eq("a", json!("1"));
         let b = eq("b", json!("2"));
         let c = eq("c", json!("3"));
-        assert_eq!(
-            parse(r#"a eq "1" or b eq "2" and c eq "3""#),
-            or(a.clone(), and(b.clone(), c.clone()))
-        );
-        assert_eq!(
-            parse(r#"a eq "1" and b eq "2" or c eq "3""#),
-            or(and(a, b), c)
-        );
+        assert_eq!(parse(r#"a eq "1" or b eq "2" and c eq "3""#), or(a.clone(), and(b.clone(), c.clone())));
+        assert_eq!(parse(r#"a eq "1" and b eq "2" or c eq "3""#), or(and(a, b), c));
     }
 
     #[test]
     fn not_binds_tighter_than_and() {
         let a = eq("a", json!("1"));
         let b = eq("b", json!("2"));
-        assert_eq!(
-            parse(r#"not (a eq "1") and b eq "2""#),
-            and(not(a.clone()), b.clone())
-        );
+        assert_eq!(parse(r#"not (a eq "1") and b eq "2""#), and(not(a.clone()), b.clone()));
         assert_eq!(parse(r#"NOT(a eq "1")"#), not(a.clone()));
         assert_eq!(parse(r#"not a eq "1""#), not(a));
     }
@@ -975,10 +834,7 @@ mod tests {
         let a = eq("a", json!("1"));
         let b = eq("b", json!("2"));
         let c = eq("c", json!("3"));
-        assert_eq!(
-            parse(r#"(a eq "1" or b eq "2") and c eq "3""#),
-            and(or(a, b), c)
-        );
+        assert_eq!(parse(r#"(a eq "1" or b eq "2") and c eq "3""#), and(or(a, b), c));
     }
 
     #[test]
@@ -993,21 +849,13 @@ mod tests {
     fn parses_sub_attribute_and_urn_paths() {
         assert_eq!(
             path("name.givenName"),
-            AttrPath {
-                urn: None,
-                attr: "name".into(),
-                sub_attr: Some("givenName".into())
-            }
+            AttrPath { urn: None, attr: "name".into(), sub_attr: Some("givenName".into()) }
         );
         let f = parse(&format!(r#"{ENTERPRISE}:employeeNumber eq "701984""#));
         assert_eq!(
             f,
             Filter::Compare {
-                path: AttrPath {
-                    urn: Some(ENTERPRISE.into()),
-                    attr: "employeeNumber".into(),
-                    sub_attr: None
-                },
+                path: AttrPath { urn: Some(ENTERPRISE.into()), attr: "employeeNumber".into(), sub_attr: None },
                 op: CompareOp::Eq,
                 value: json!("701984"),
             }
@@ -1033,22 +881,15 @@ mod tests {
         let f = parse(r#"emails[type eq "work"].value eq "x@example.com""#);
         let expected = Filter::ValuePath {
             attr: path("emails"),
-            filter: Box::new(and(
-                eq("type", json!("work")),
-                eq("value", json!("x@example.com")),
-            )),
+            filter: Box::new(and(eq("type", json!("work")), eq("value", json!("x@example.com")))),
         };
         assert_eq!(f, expected);
     }
 
     #[test]
     fn value_path_combines_with_logic() {
-        let f = parse(
-            r#"userType eq "Employee" and emails[type eq "work" or value co "@example.org"]"#,
-        );
-        let Filter::And(_, right) = f else {
-            panic!("expected and")
-        };
+        let f = parse(r#"userType eq "Employee" and emails[type eq "work" or value co "@example.org"]"#);
+        let Filter::And(_, right) = f else { panic!("expected and") };
         assert!(matches!(*right, Filter::ValuePath { .. }));
     }
 
@@ -1060,43 +901,25 @@ mod tests {
 
     #[test]
     fn error_unterminated_string() {
-        assert_eq!(
-            err(r#"userName eq "abc"#),
-            "unterminated string at position 13"
-        );
-        assert_eq!(
-            err(r#"userName eq "abc\""#),
-            "unterminated string at position 13"
-        );
+        assert_eq!(err(r#"userName eq "abc"#), "unterminated string at position 13");
+        assert_eq!(err(r#"userName eq "abc\""#), "unterminated string at position 13");
     }
 
     #[test]
     fn error_unknown_operator() {
-        assert_eq!(
-            err(r#"userName foo "x""#),
-            "unknown operator 'foo' at position 10"
-        );
+        assert_eq!(err(r#"userName foo "x""#), "unknown operator 'foo' at position 10");
     }
 
     #[test]
     fn error_trailing_garbage() {
-        assert_eq!(
-            err(r#"userName eq "x" foo"#),
-            "unexpected token 'foo' at position 17"
-        );
-        assert_eq!(
-            err(r#"userName eq "x")"#),
-            "unexpected token ')' at position 16"
-        );
+        assert_eq!(err(r#"userName eq "x" foo"#), "unexpected token 'foo' at position 17");
+        assert_eq!(err(r#"userName eq "x")"#), "unexpected token ')' at position 16");
     }
 
     #[test]
     fn error_too_deep() {
         let deep = format!("{}a eq \"1\"{}", "(".repeat(65), ")".repeat(65));
-        assert_eq!(
-            err(&deep),
-            "filter nests deeper than 64 levels at position 65"
-        );
+        assert_eq!(err(&deep), "filter nests deeper than 64 levels at position 65");
         let ok = format!("{}a eq \"1\"{}", "(".repeat(64), ")".repeat(64));
         assert_eq!(parse(&ok), eq("a", json!("1")));
         let nots = format!("{}a eq \"1\"", "not ".repeat(65));
@@ -1111,46 +934,19 @@ mod tests {
 
     #[test]
     fn error_other_malformed_filters() {
-        assert_eq!(
-            err("userName"),
-            "unexpected end of filter, expected an operator after 'userName' at position 9"
-        );
-        assert_eq!(
-            err("userName eq"),
-            "unexpected end of filter, expected a value after 'eq' at position 12"
-        );
-        assert_eq!(
-            err("userName eq bob"),
-            "invalid comparison value 'bob' at position 13"
-        );
-        assert_eq!(
-            err(r#"(userName eq "x""#),
-            "unexpected end of filter, expected ')' at position 17"
-        );
-        assert_eq!(
-            err(r#"user..name eq "x""#),
-            "invalid attribute path 'user..name' at position 1"
-        );
-        assert_eq!(
-            err(r#"emails[type eq "work""#),
-            "unexpected end of filter, expected ']' at position 22"
-        );
+        assert_eq!(err("userName"), "unexpected end of filter, expected an operator after 'userName' at position 9");
+        assert_eq!(err("userName eq"), "unexpected end of filter, expected a value after 'eq' at position 12");
+        assert_eq!(err("userName eq bob"), "invalid comparison value 'bob' at position 13");
+        assert_eq!(err(r#"(userName eq "x""#), "unexpected end of filter, expected ')' at position 17");
+        assert_eq!(err(r#"user..name eq "x""#), "invalid attribute path 'user..name' at position 1");
+        assert_eq!(err(r#"emails[type eq "work""#), "unexpected end of filter, expected ']' at position 22");
         assert_eq!(
             err(r#"a eq "1" and"#),
             "unexpected end of filter, expected an attribute path or '(' at position 13"
         );
-        assert_eq!(
-            err(r#"emails[x[y eq "1"]]"#),
-            "value filters cannot be nested at position 9"
-        );
-        assert_eq!(
-            err(r#"a eq "\q""#),
-            r#"invalid string literal "\q" at position 6"#
-        );
-        assert_eq!(
-            err(r#"emails[type eq "w"].1x eq "a""#),
-            "invalid sub-attribute '.1x' at position 20"
-        );
+        assert_eq!(err(r#"emails[x[y eq "1"]]"#), "value filters cannot be nested at position 9");
+        assert_eq!(err(r#"a eq "\q""#), r#"invalid string literal "\q" at position 6"#);
+        assert_eq!(err(r#"emails[type eq "w"].1x eq "a""#), "invalid sub-attribute '.1x' at position 20");
     }
 
     #[test]
@@ -1224,12 +1020,8 @@ mod tests {
         assert!(hit(&format!(r#"{ENTERPRISE}:employeeNumber eq "701984""#)));
         assert!(hit(&format!(r#"{ENTERPRISE}:manager.value eq "26118915""#)));
         assert!(!hit(r#"employeeNumber eq "701984""#));
-        assert!(hit(
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "bjensen@example.com""#
-        ));
-        assert!(hit(
-            r#"URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:EMPLOYEENUMBER eq "701984""#
-        ));
+        assert!(hit(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "bjensen@example.com""#));
+        assert!(hit(r#"URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:EMPLOYEENUMBER eq "701984""#));
     }
 
     #[test]
@@ -1238,22 +1030,16 @@ mod tests {
         assert!(hit(r#"emails.value eq "BJENSEN@example.com""#));
         assert!(hit(r#"emails.type eq "home""#));
         assert!(!hit(r#"emails.type eq "other""#));
-        assert!(hit(
-            r#"schemas eq "urn:ietf:params:scim:schemas:core:2.0:User""#
-        ));
+        assert!(hit(r#"schemas eq "urn:ietf:params:scim:schemas:core:2.0:User""#));
     }
 
     #[test]
     fn value_paths_match_within_one_element() {
-        assert!(hit(
-            r#"emails[type eq "work"].value eq "bjensen@example.com""#
-        ));
+        assert!(hit(r#"emails[type eq "work"].value eq "bjensen@example.com""#));
         assert!(!hit(r#"emails[type eq "work"].value eq "babs@jensen.org""#));
         assert!(hit(r#"emails[type eq "work" and primary eq true]"#));
         assert!(!hit(r#"emails[type eq "home" and primary eq true]"#));
-        assert!(hit(
-            r#"emails[type eq "home"].primary pr or userName eq "x" or emails[value ew "jensen.org"]"#
-        ));
+        assert!(hit(r#"emails[type eq "home"].primary pr or userName eq "x" or emails[value ew "jensen.org"]"#));
         assert!(!hit(r#"emails[type eq "home"].primary pr"#));
     }
 
@@ -1270,18 +1056,12 @@ mod tests {
 
     #[test]
     fn logic_and_or_not() {
-        assert!(hit(
-            r#"userName eq "bjensen@example.com" and active eq true"#
-        ));
-        assert!(!hit(
-            r#"userName eq "bjensen@example.com" and active eq false"#
-        ));
+        assert!(hit(r#"userName eq "bjensen@example.com" and active eq true"#));
+        assert!(!hit(r#"userName eq "bjensen@example.com" and active eq false"#));
         assert!(hit(r#"userName eq "nobody" or active eq true"#));
         assert!(hit(r#"not (userName eq "nobody")"#));
         assert!(!hit(r#"not (userName eq "bjensen@example.com")"#));
-        assert!(hit(
-            r#"userName sw "b" and not (emails co "example.org" or emails.value co "nowhere.org")"#
-        ));
+        assert!(hit(r#"userName sw "b" and not (emails co "example.org" or emails.value co "nowhere.org")"#));
     }
 
     #[test]
@@ -1316,44 +1096,24 @@ mod tests {
 
     #[test]
     fn eq_lookup_finds_index_keys() {
+        assert_eq!(parse(r#"userName eq "a@b""#).eq_lookup("username"), Some("a@b"));
+        assert_eq!(parse(r#"USERNAME EQ "a@b""#).eq_lookup("userName"), Some("a@b"));
         assert_eq!(
-            parse(r#"userName eq "a@b""#).eq_lookup("username"),
+            parse(r#"active eq true and externalId eq "x" and userName eq "a@b""#).eq_lookup("userName"),
             Some("a@b")
         );
         assert_eq!(
-            parse(r#"USERNAME EQ "a@b""#).eq_lookup("userName"),
-            Some("a@b")
-        );
-        assert_eq!(
-            parse(r#"active eq true and externalId eq "x" and userName eq "a@b""#)
-                .eq_lookup("userName"),
-            Some("a@b")
-        );
-        assert_eq!(
-            parse(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "a@b""#)
-                .eq_lookup("userName"),
+            parse(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "a@b""#).eq_lookup("userName"),
             Some("a@b")
         );
         assert_eq!(parse(r#"userName eq "a@b""#).eq_lookup("externalId"), None);
         assert_eq!(parse(r#"userName ne "a@b""#).eq_lookup("userName"), None);
-        assert_eq!(
-            parse(r#"userName eq "a" or userName eq "b""#).eq_lookup("userName"),
-            None
-        );
-        assert_eq!(
-            parse(r#"not (userName eq "a")"#).eq_lookup("userName"),
-            None
-        );
+        assert_eq!(parse(r#"userName eq "a" or userName eq "b""#).eq_lookup("userName"), None);
+        assert_eq!(parse(r#"not (userName eq "a")"#).eq_lookup("userName"), None);
         assert_eq!(parse(r#"name.userName eq "a""#).eq_lookup("name"), None);
-        assert_eq!(
-            parse(&format!(r#"{ENTERPRISE}:userName eq "a""#)).eq_lookup("userName"),
-            None
-        );
+        assert_eq!(parse(&format!(r#"{ENTERPRISE}:userName eq "a""#)).eq_lookup("userName"), None);
         assert_eq!(parse("userName eq 5").eq_lookup("userName"), None);
-        assert_eq!(
-            parse(r#"emails[type eq "work"].value eq "a""#).eq_lookup("emails"),
-            None
-        );
+        assert_eq!(parse(r#"emails[type eq "work"].value eq "a""#).eq_lookup("emails"), None);
     }
 
     #[test]

@@ -13,9 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use super::filter::{
-    self, AttrPath, AttributeSchema, CompareOp, Filter, find_key, get_ci, string_as_bool,
-};
+use super::filter::{self, AttrPath, AttributeSchema, CompareOp, Filter, find_key, get_ci, string_as_bool};
 
 /// The message schema every PATCH request body must declare.
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -114,9 +112,7 @@ impl<'de> Deserialize<'de> for PatchOpKind {
             "add" => Ok(Self::Add),
             "replace" => Ok(Self::Replace),
             "remove" => Ok(Self::Remove),
-            _ => Err(serde::de::Error::custom(format!(
-                "unknown PATCH op '{op}', expected add, replace or remove"
-            ))),
+            _ => Err(serde::de::Error::custom(format!("unknown PATCH op '{op}', expected add, replace or remove"))),
         }
     }
 }
@@ -132,16 +128,11 @@ fn explicit_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<V
 /// # Errors
 ///
 /// The first operation that cannot be applied decides the error; see [`PatchError::scim_type`].
-pub fn apply(
-    resource: &Value,
-    request: &PatchRequest,
-    schema: &dyn PatchSchema,
-) -> Result<Value, PatchError> {
+pub fn apply(resource: &Value, request: &PatchRequest, schema: &dyn PatchSchema) -> Result<Value, PatchError> {
     check_request(request)?;
     let mut patched = resource.clone();
-    let root = patched
-        .as_object_mut()
-        .ok_or_else(|| PatchError::InvalidValue("the resource is not a JSON object".into()))?;
+    let root =
+        patched.as_object_mut().ok_or_else(|| PatchError::InvalidValue("the resource is not a JSON object".into()))?;
     let engine = Engine { schema };
     for operation in &request.operations {
         engine.apply_operation(root, operation)?;
@@ -150,19 +141,11 @@ pub fn apply(
 }
 
 fn check_request(request: &PatchRequest) -> Result<(), PatchError> {
-    if !request
-        .schemas
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(PATCH_OP_SCHEMA))
-    {
-        return Err(PatchError::InvalidSyntax(format!(
-            "'schemas' must contain {PATCH_OP_SCHEMA}"
-        )));
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(PATCH_OP_SCHEMA)) {
+        return Err(PatchError::InvalidSyntax(format!("'schemas' must contain {PATCH_OP_SCHEMA}")));
     }
     if request.operations.is_empty() {
-        return Err(PatchError::InvalidSyntax(
-            "'Operations' must not be empty".into(),
-        ));
+        return Err(PatchError::InvalidSyntax("'Operations' must not be empty".into()));
     }
     Ok(())
 }
@@ -180,10 +163,7 @@ struct Target {
 
 impl Target {
     fn plain(path: AttrPath) -> Self {
-        Self {
-            path: without_core_urn(path),
-            filter: None,
-        }
+        Self { path: without_core_urn(path), filter: None }
     }
 }
 
@@ -205,18 +185,12 @@ fn parse_path(text: &str) -> Result<Target, PatchError> {
     if base.sub_attr.is_some() {
         return Err(invalid("a value filter must follow a top-level attribute"));
     }
-    let value_filter =
-        Filter::from_str(&text[open + 1..close]).map_err(|e| invalid(&e.to_string()))?;
+    let value_filter = Filter::from_str(&text[open + 1..close]).map_err(|e| invalid(&e.to_string()))?;
     let path = match &text[close + 1..] {
         "" => base,
-        rest => {
-            base.with_sub(trailing_sub_attr(rest).ok_or_else(|| invalid("bad text after ']'"))?)
-        }
+        rest => base.with_sub(trailing_sub_attr(rest).ok_or_else(|| invalid("bad text after ']'"))?),
     };
-    Ok(Target {
-        path: without_core_urn(path),
-        filter: Some(value_filter),
-    })
+    Ok(Target { path: without_core_urn(path), filter: Some(value_filter) })
 }
 
 /// The `]` that closes the `[` at `open`, skipping brackets inside string literals.
@@ -260,27 +234,16 @@ impl AttributeSchema for CaseRules<'_> {
 type Object = Map<String, Value>;
 
 impl Engine<'_> {
-    fn apply_operation(
-        &self,
-        root: &mut Object,
-        operation: &PatchOperation,
-    ) -> Result<(), PatchError> {
-        let path = operation
-            .path
-            .as_deref()
-            .map(str::trim)
-            .filter(|p| !p.is_empty());
+    fn apply_operation(&self, root: &mut Object, operation: &PatchOperation) -> Result<(), PatchError> {
+        let path = operation.path.as_deref().map(str::trim).filter(|p| !p.is_empty());
         match (operation.op, path) {
-            (PatchOpKind::Remove, None) => {
-                Err(PatchError::NoTarget("'remove' requires a path".into()))
-            }
-            (PatchOpKind::Remove, Some(text)) => {
-                self.remove(root, &parse_path(text)?, operation.value.as_ref())
-            }
+            (PatchOpKind::Remove, None) => Err(PatchError::NoTarget("'remove' requires a path".into())),
+            (PatchOpKind::Remove, Some(text)) => self.remove(root, &parse_path(text)?, operation.value.as_ref()),
             (op, path) => {
-                let value = operation.value.as_ref().ok_or_else(|| {
-                    PatchError::InvalidValue(format!("'{}' requires a value", op_name(op)))
-                })?;
+                let value = operation
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| PatchError::InvalidValue(format!("'{}' requires a value", op_name(op))))?;
                 match path {
                     Some(text) => self.set(root, op, &parse_path(text)?, value),
                     None => self.set_object(root, op, None, value),
@@ -292,9 +255,7 @@ impl Engine<'_> {
     /// The kind of `path`, refusing read-only attributes up front.
     fn kind(&self, path: &AttrPath) -> Result<Option<AttributeKind>, PatchError> {
         match self.schema.attribute(path) {
-            Some(AttributeKind::ReadOnly) => Err(PatchError::Mutability(format!(
-                "attribute '{path}' is read-only"
-            ))),
+            Some(AttributeKind::ReadOnly) => Err(PatchError::Mutability(format!("attribute '{path}' is read-only"))),
             kind => Ok(kind),
         }
     }
@@ -308,10 +269,7 @@ impl Engine<'_> {
         value: &Value,
     ) -> Result<(), PatchError> {
         let members = value.as_object().ok_or_else(|| {
-            PatchError::InvalidValue(format!(
-                "'{}' without a path needs an object value",
-                op_name(op)
-            ))
+            PatchError::InvalidValue(format!("'{}' without a path needs an object value", op_name(op)))
         })?;
         for (key, member) in members {
             let mut path = AttrPath::from_str(key)
@@ -324,13 +282,7 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn set(
-        &self,
-        root: &mut Object,
-        op: PatchOpKind,
-        target: &Target,
-        value: &Value,
-    ) -> Result<(), PatchError> {
+    fn set(&self, root: &mut Object, op: PatchOpKind, target: &Target, value: &Value) -> Result<(), PatchError> {
         if value.is_null() {
             // RFC 7643 §2.5: assigning null is the same as removing the value.
             return self.remove(root, target, None);
@@ -339,9 +291,7 @@ impl Engine<'_> {
             return self.set_unknown(root, op, target, value);
         };
         match (&target.filter, &target.path.sub_attr) {
-            (Some(value_filter), _) => {
-                self.set_filtered(root, op, target, value_filter, kind, value)
-            }
+            (Some(value_filter), _) => self.set_filtered(root, op, target, value_filter, kind, value),
             (None, Some(_)) => self.set_sub_attr(root, &target.path, kind, value),
             (None, None) => self.set_attribute(root, op, &target.path, kind, value),
         }
@@ -408,15 +358,10 @@ impl Engine<'_> {
             }),
             // RFC 7644 §3.5.2.3: without a filter the sub-attribute of every value is replaced.
             AttributeKind::MultiValuedComplex => with_container(root, path, |c| {
-                with_array(c, &path.attr, |items| {
-                    set_in_all_elements(items, sub, coerced)
-                });
+                with_array(c, &path.attr, |items| set_in_all_elements(items, sub, coerced));
             }),
             _ => {
-                return Err(PatchError::InvalidPath(format!(
-                    "attribute '{}' has no sub-attributes",
-                    path.parent()
-                )));
+                return Err(PatchError::InvalidPath(format!("attribute '{}' has no sub-attributes", path.parent())));
             }
         }
         Ok(())
@@ -437,16 +382,9 @@ impl Engine<'_> {
             return Ok(());
         };
         let existing = container(root, &parent).and_then(|c| get_in(c, &parent.attr));
-        let matched = self.matching(
-            existing.map(as_items).unwrap_or_default(),
-            &parent,
-            value_filter,
-        );
-        let created = if matched.is_empty() {
-            Some(self.new_element(op, &parent, value_filter, update.clone())?)
-        } else {
-            None
-        };
+        let matched = self.matching(existing.map(as_items).unwrap_or_default(), &parent, value_filter);
+        let created =
+            if matched.is_empty() { Some(self.new_element(op, &parent, value_filter, update.clone())?) } else { None };
         with_container(root, &parent, |c| {
             with_array(c, &parent.attr, |items| {
                 for index in &matched {
@@ -462,12 +400,7 @@ impl Engine<'_> {
 
     /// The sub-attributes a filtered `add`/`replace` writes into each matching element; `None`
     /// when the addressed sub-attribute is not modelled.
-    fn filtered_update(
-        &self,
-        target: &Target,
-        parent: &AttrPath,
-        value: &Value,
-    ) -> Result<Option<Object>, PatchError> {
+    fn filtered_update(&self, target: &Target, parent: &AttrPath, value: &Value) -> Result<Option<Object>, PatchError> {
         let Some(sub) = &target.path.sub_attr else {
             return self.element(parent, single_element(value)?).map(Some);
         };
@@ -495,9 +428,7 @@ impl Engine<'_> {
             ))
         })?;
         let mut element = self.element(parent, &Value::Object(seed))?;
-        update
-            .into_iter()
-            .for_each(|(k, v)| put(&mut element, &k, v));
+        update.into_iter().for_each(|(k, v)| put(&mut element, &k, v));
         Ok(element)
     }
 
@@ -513,12 +444,7 @@ impl Engine<'_> {
 
     // ---- remove ----
 
-    fn remove(
-        &self,
-        root: &mut Object,
-        target: &Target,
-        value: Option<&Value>,
-    ) -> Result<(), PatchError> {
+    fn remove(&self, root: &mut Object, target: &Target, value: Option<&Value>) -> Result<(), PatchError> {
         let Some(kind) = self.kind(&target.path.parent())? else {
             remove_schema_container(root, target);
             return Ok(());
@@ -540,28 +466,18 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn remove_filtered(
-        &self,
-        root: &mut Object,
-        target: &Target,
-        value_filter: &Filter,
-    ) -> Result<(), PatchError> {
+    fn remove_filtered(&self, root: &mut Object, target: &Target, value_filter: &Filter) -> Result<(), PatchError> {
         let parent = target.path.parent();
         if target.path.sub_attr.is_some() && self.kind(&target.path)?.is_none() {
             return Ok(());
         }
-        let Some(Value::Array(items)) =
-            container_mut(root, &parent).and_then(|c| get_ci_mut(c, &parent.attr))
-        else {
+        let Some(Value::Array(items)) = container_mut(root, &parent).and_then(|c| get_ci_mut(c, &parent.attr)) else {
             return Ok(());
         };
         let rules = CaseRules(self.schema);
         let hit = |item: &Value| value_filter.matches_element(item, &parent, &rules);
         match &target.path.sub_attr {
-            Some(sub) => items
-                .iter_mut()
-                .filter(|item| hit(item))
-                .for_each(|item| take_sub(item, sub)),
+            Some(sub) => items.iter_mut().filter(|item| hit(item)).for_each(|item| take_sub(item, sub)),
             None => items.retain(|item| !hit(item)),
         }
         Ok(())
@@ -589,60 +505,33 @@ impl Engine<'_> {
 
     // ---- values ----
 
-    fn coerce(
-        &self,
-        path: &AttrPath,
-        kind: AttributeKind,
-        value: &Value,
-    ) -> Result<Value, PatchError> {
+    fn coerce(&self, path: &AttrPath, kind: AttributeKind, value: &Value) -> Result<Value, PatchError> {
         match (kind, value) {
             (AttributeKind::String, Value::String(_))
             | (AttributeKind::Boolean, Value::Bool(_))
             | (AttributeKind::Other, _) => Ok(value.clone()),
-            (AttributeKind::Boolean, Value::String(s)) => {
-                string_as_bool(s).map(Value::Bool).ok_or_else(|| {
-                    PatchError::InvalidValue(format!(
-                        "attribute '{path}' expects a boolean, got \"{s}\""
-                    ))
-                })
-            }
+            (AttributeKind::Boolean, Value::String(s)) => string_as_bool(s)
+                .map(Value::Bool)
+                .ok_or_else(|| PatchError::InvalidValue(format!("attribute '{path}' expects a boolean, got \"{s}\""))),
             (AttributeKind::Complex, _) => self.merged_complex(path, None, value),
             (AttributeKind::MultiValuedComplex, _) => Ok(Value::Array(self.elements(path, value)?)),
-            (AttributeKind::ReadOnly, _) => Err(PatchError::Mutability(format!(
-                "attribute '{path}' is read-only"
+            (AttributeKind::ReadOnly, _) => Err(PatchError::Mutability(format!("attribute '{path}' is read-only"))),
+            (AttributeKind::String | AttributeKind::Boolean, _) => Err(PatchError::InvalidValue(format!(
+                "attribute '{path}' expects a {}, got {value}",
+                if kind == AttributeKind::String { "string" } else { "boolean" }
             ))),
-            (AttributeKind::String | AttributeKind::Boolean, _) => {
-                Err(PatchError::InvalidValue(format!(
-                    "attribute '{path}' expects a {}, got {value}",
-                    if kind == AttributeKind::String {
-                        "string"
-                    } else {
-                        "boolean"
-                    }
-                )))
-            }
         }
     }
 
     /// RFC 7644 §3.5.2.3: sub-attributes given replace or add, the others stay. A bare string or
     /// a one-element array (Entra's manager shapes) names a whole new value instead.
-    fn merged_complex(
-        &self,
-        path: &AttrPath,
-        existing: Option<&Object>,
-        value: &Value,
-    ) -> Result<Value, PatchError> {
+    fn merged_complex(&self, path: &AttrPath, existing: Option<&Object>, value: &Value) -> Result<Value, PatchError> {
         let (mut merged, given) = match value {
             Value::Object(given) => (existing.cloned().unwrap_or_default(), given.clone()),
-            Value::String(_) => (
-                Object::new(),
-                Object::from_iter([("value".to_owned(), value.clone())]),
-            ),
+            Value::String(_) => (Object::new(), Object::from_iter([("value".to_owned(), value.clone())])),
             Value::Array(_) => (Object::new(), expect_object(path, single_element(value)?)?),
             _ => {
-                return Err(PatchError::InvalidValue(format!(
-                    "attribute '{path}' expects an object, got {value}"
-                )));
+                return Err(PatchError::InvalidValue(format!("attribute '{path}' expects an object, got {value}")));
             }
         };
         for (key, sub_value) in &given {
@@ -662,23 +551,18 @@ impl Engine<'_> {
             Value::Array(items) => items.as_slice(),
             Value::Object(_) => std::slice::from_ref(value),
             _ => {
-                return Err(PatchError::InvalidValue(format!(
-                    "attribute '{path}' expects an array, got {value}"
-                )));
+                return Err(PatchError::InvalidValue(format!("attribute '{path}' expects an array, got {value}")));
             }
         };
-        items
-            .iter()
-            .map(|item| self.element(path, item).map(Value::Object))
-            .collect()
+        items.iter().map(|item| self.element(path, item).map(Value::Object)).collect()
     }
 
     /// One element with its sub-attributes coerced; null and unmodelled sub-attributes are
     /// dropped (Entra sends `"$ref": null` for members).
     fn element(&self, path: &AttrPath, item: &Value) -> Result<Object, PatchError> {
-        let fields = item.as_object().ok_or_else(|| {
-            PatchError::InvalidValue(format!("values of '{path}' must be objects, got {item}"))
-        })?;
+        let fields = item
+            .as_object()
+            .ok_or_else(|| PatchError::InvalidValue(format!("values of '{path}' must be objects, got {item}")))?;
         let mut element = Object::new();
         for (key, sub_value) in fields.iter().filter(|(_, v)| !v.is_null()) {
             let sub_path = path.parent().with_sub(key.clone());
@@ -702,27 +586,24 @@ fn require_multi_valued(path: &AttrPath, kind: AttributeKind) -> Result<(), Patc
     if kind == AttributeKind::MultiValuedComplex {
         return Ok(());
     }
-    Err(PatchError::InvalidPath(format!(
-        "attribute '{path}' is not multi-valued and cannot take a value filter"
-    )))
+    Err(PatchError::InvalidPath(format!("attribute '{path}' is not multi-valued and cannot take a value filter")))
 }
 
 fn single_element(value: &Value) -> Result<&Value, PatchError> {
     match value {
         Value::Array(items) => match items.as_slice() {
             [only] => Ok(only),
-            _ => Err(PatchError::InvalidValue(format!(
-                "expected a single value, got {value}"
-            ))),
+            _ => Err(PatchError::InvalidValue(format!("expected a single value, got {value}"))),
         },
         other => Ok(other),
     }
 }
 
 fn expect_object(path: &AttrPath, value: &Value) -> Result<Object, PatchError> {
-    value.as_object().cloned().ok_or_else(|| {
-        PatchError::InvalidValue(format!("attribute '{path}' expects an object, got {value}"))
-    })
+    value
+        .as_object()
+        .cloned()
+        .ok_or_else(|| PatchError::InvalidValue(format!("attribute '{path}' expects an object, got {value}")))
 }
 
 /// A multi-valued attribute's values; a lone object counts as a one-element array.
@@ -739,10 +620,7 @@ fn combine_elements(op: PatchOpKind, existing: Option<&Value>, items: Vec<Value>
     if op != PatchOpKind::Add {
         return items;
     }
-    let mut combined = existing
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut combined = existing.and_then(Value::as_array).cloned().unwrap_or_default();
     for item in items {
         if !combined.contains(&item) {
             combined.push(item);
@@ -754,11 +632,9 @@ fn combine_elements(op: PatchOpKind, existing: Option<&Value>, items: Vec<Value>
 /// The element a value filter describes, when it is only `attr eq literal` terms joined by `and`.
 fn equality_seed(value_filter: &Filter) -> Option<Object> {
     match value_filter {
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            value,
-        } if path.urn.is_none() && path.sub_attr.is_none() && !value.is_null() => {
+        Filter::Compare { path, op: CompareOp::Eq, value }
+            if path.urn.is_none() && path.sub_attr.is_none() && !value.is_null() =>
+        {
             Some(Object::from_iter([(path.attr.clone(), value.clone())]))
         }
         Filter::And(left, right) => {
@@ -777,23 +653,15 @@ fn remove_listed(root: &mut Object, path: &AttrPath, listed: &Value) -> Result<(
         Value::Array(items) => items.as_slice(),
         Value::Object(_) => std::slice::from_ref(listed),
         _ => {
-            return Err(PatchError::InvalidValue(format!(
-                "values to remove from '{path}' must be objects"
-            )));
+            return Err(PatchError::InvalidValue(format!("values to remove from '{path}' must be objects")));
         }
     };
     let ids = listed
         .iter()
         .map(|item| get_ci(item, "value").cloned())
         .collect::<Option<Vec<Value>>>()
-        .ok_or_else(|| {
-            PatchError::InvalidValue(format!(
-                "each value to remove from '{path}' needs a 'value'"
-            ))
-        })?;
-    if let Some(Value::Array(items)) =
-        container_mut(root, path).and_then(|c| get_ci_mut(c, &path.attr))
-    {
+        .ok_or_else(|| PatchError::InvalidValue(format!("each value to remove from '{path}' needs a 'value'")))?;
+    if let Some(Value::Array(items)) = container_mut(root, path).and_then(|c| get_ci_mut(c, &path.attr)) {
         items.retain(|item| get_ci(item, "value").is_none_or(|v| !ids.contains(v)));
     }
     Ok(())
@@ -891,10 +759,7 @@ fn set_in_all_elements(items: &mut Vec<Value>, sub: &str, value: Value) {
         items.push(Value::Object(Object::from_iter([(sub.to_owned(), value)])));
         return;
     }
-    items
-        .iter_mut()
-        .filter_map(Value::as_object_mut)
-        .for_each(|e| put(e, sub, value.clone()));
+    items.iter_mut().filter_map(Value::as_object_mut).for_each(|e| put(e, sub, value.clone()));
 }
 
 /// The object holding `path`'s attribute: the resource itself, or its extension object.
@@ -927,9 +792,7 @@ fn with_container<R>(root: &mut Object, path: &AttrPath, f: impl FnOnce(&mut Obj
 /// RFC 7643 §3: `schemas` lists every extension the resource carries.
 fn register_schema(root: &mut Object, urn: &str) {
     if let Some(Value::Array(schemas)) = get_ci_mut(root, "schemas") {
-        let known = schemas
-            .iter()
-            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn)));
+        let known = schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn)));
         if !known {
             schemas.push(Value::String(urn.to_owned()));
         }
@@ -975,10 +838,7 @@ mod tests {
         }
 
         fn case_exact(&self, path: &AttrPath) -> bool {
-            matches!(
-                path.dotted_lower().as_str(),
-                "externalid" | "id" | "members.value"
-            )
+            matches!(path.dotted_lower().as_str(), "externalid" | "id" | "members.value")
         }
     }
 
@@ -990,8 +850,7 @@ mod tests {
             "name" => Complex,
             "name.givenname" | "name.familyname" | "name.formatted" => String,
             "emails" | "members" => MultiValuedComplex,
-            "emails.value" | "emails.type" | "members.value" | "members.display"
-            | "members.type" => String,
+            "emails.value" | "emails.type" | "members.value" | "members.display" | "members.type" => String,
             "members.$ref" => Other,
             "id" | "meta" => ReadOnly,
             _ => return None,
@@ -1038,8 +897,7 @@ mod tests {
 
     /// Builds a request from the Operations array, the way it arrives on the wire.
     fn request(operations: Value) -> PatchRequest {
-        serde_json::from_value(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": operations}))
-            .unwrap()
+        serde_json::from_value(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": operations})).unwrap()
     }
 
     fn patch(resource: Value, operations: Value) -> Result<Value, PatchError> {
@@ -1074,10 +932,7 @@ mod tests {
     #[test]
     fn requires_operations() {
         let err = patch(user(), json!([])).unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::InvalidSyntax("'Operations' must not be empty".into())
-        );
+        assert_eq!(err, PatchError::InvalidSyntax("'Operations' must not be empty".into()));
     }
 
     #[test]
@@ -1088,10 +943,7 @@ mod tests {
             {"op": "Remove", "path": "externalId"}
         ]));
         let kinds: Vec<_> = req.operations.iter().map(|o| o.op).collect();
-        assert_eq!(
-            kinds,
-            [PatchOpKind::Add, PatchOpKind::Replace, PatchOpKind::Remove]
-        );
+        assert_eq!(kinds, [PatchOpKind::Add, PatchOpKind::Replace, PatchOpKind::Remove]);
         let expected = user_with(|u| {
             u["nickName"] = json!("Babs");
             u["displayName"] = json!("B");
@@ -1102,44 +954,27 @@ mod tests {
 
     #[test]
     fn unknown_op_is_a_deserialisation_error() {
-        let body =
-            json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "move", "path": "x"}]});
+        let body = json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "move", "path": "x"}]});
         let err = serde_json::from_value::<PatchRequest>(body).unwrap_err();
         assert!(err.to_string().contains("unknown PATCH op 'move'"), "{err}");
     }
 
     #[test]
     fn explicit_null_and_missing_value_differ() {
-        let req =
-            request(json!([{"op": "add", "path": "a", "value": null}, {"op": "add", "path": "b"}]));
+        let req = request(json!([{"op": "add", "path": "a", "value": null}, {"op": "add", "path": "b"}]));
         assert_eq!(req.operations[0].value, Some(Value::Null));
         assert_eq!(req.operations[1].value, None);
         let err = patch(user(), json!([{"op": "add", "path": "displayName"}])).unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::InvalidValue("'add' requires a value".into())
-        );
+        assert_eq!(err, PatchError::InvalidValue("'add' requires a value".into()));
     }
 
     #[test]
     fn scim_types() {
-        assert_eq!(
-            PatchError::InvalidPath(String::new()).scim_type(),
-            "invalidPath"
-        );
+        assert_eq!(PatchError::InvalidPath(String::new()).scim_type(), "invalidPath");
         assert_eq!(PatchError::NoTarget(String::new()).scim_type(), "noTarget");
-        assert_eq!(
-            PatchError::InvalidValue(String::new()).scim_type(),
-            "invalidValue"
-        );
-        assert_eq!(
-            PatchError::InvalidSyntax(String::new()).scim_type(),
-            "invalidSyntax"
-        );
-        assert_eq!(
-            PatchError::Mutability(String::new()).scim_type(),
-            "mutability"
-        );
+        assert_eq!(PatchError::InvalidValue(String::new()).scim_type(), "invalidValue");
+        assert_eq!(PatchError::InvalidSyntax(String::new()).scim_type(), "invalidSyntax");
+        assert_eq!(PatchError::Mutability(String::new()).scim_type(), "mutability");
     }
 
     // ---- Entra shapes (ENTRA.md items 8-14) ----
@@ -1162,50 +997,27 @@ mod tests {
 
     #[test]
     fn entra_single_valued_rename() {
-        let result = patched(
-            user(),
-            json!([{"op": "Replace", "path": "userName", "value": "New@X"}]),
-        );
+        let result = patched(user(), json!([{"op": "Replace", "path": "userName", "value": "New@X"}]));
         assert_eq!(result, user_with(|u| u["userName"] = json!("New@X")));
     }
 
     #[test]
     fn entra_string_booleans() {
-        for (sent, stored) in [
-            (json!("False"), false),
-            (json!("false"), false),
-            (json!("TRUE"), true),
-            (json!(false), false),
-        ] {
-            let result = patched(
-                user(),
-                json!([{"op": "Replace", "path": "active", "value": sent}]),
-            );
+        for (sent, stored) in
+            [(json!("False"), false), (json!("false"), false), (json!("TRUE"), true), (json!(false), false)]
+        {
+            let result = patched(user(), json!([{"op": "Replace", "path": "active", "value": sent}]));
             assert_eq!(result, user_with(|u| u["active"] = json!(stored)));
         }
-        let result = patched(
-            user(),
-            json!([{"op": "Add", "path": "active", "value": "False"}]),
-        );
+        let result = patched(user(), json!([{"op": "Add", "path": "active", "value": "False"}]));
         assert_eq!(result, user_with(|u| u["active"] = json!(false)));
     }
 
     #[test]
     fn other_strings_for_booleans_are_refused() {
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "path": "active", "value": "no"}]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::InvalidValue("attribute 'active' expects a boolean, got \"no\"".into())
-        );
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "path": "active", "value": 0}]),
-        )
-        .unwrap_err();
+        let err = patch(user(), json!([{"op": "replace", "path": "active", "value": "no"}])).unwrap_err();
+        assert_eq!(err, PatchError::InvalidValue("attribute 'active' expects a boolean, got \"no\"".into()));
+        let err = patch(user(), json!([{"op": "replace", "path": "active", "value": 0}])).unwrap_err();
         assert_eq!(err.scim_type(), "invalidValue");
     }
 
@@ -1285,13 +1097,9 @@ mod tests {
     #[test]
     fn add_work_email_next_to_home_email() {
         let start = user_with(|u| u["emails"] = json!([{"value": "h@x", "type": "home"}]));
-        let result = patched(
-            start,
-            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@b"}]),
-        );
+        let result = patched(start, json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@b"}]));
         let expected = user_with(|u| {
-            u["emails"] =
-                json!([{"value": "h@x", "type": "home"}, {"type": "work", "value": "a@b"}]);
+            u["emails"] = json!([{"value": "h@x", "type": "home"}, {"type": "work", "value": "a@b"}]);
         });
         assert_eq!(result, expected);
     }
@@ -1354,8 +1162,7 @@ mod tests {
             ]),
         );
         let mut expected = group();
-        expected["members"] =
-            json!([{"value": "a"}, {"value": "b"}, {"value": "c"}, {"value": "d"}]);
+        expected["members"] = json!([{"value": "a"}, {"value": "b"}, {"value": "c"}, {"value": "d"}]);
         assert_eq!(result, expected);
     }
 
@@ -1374,21 +1181,12 @@ mod tests {
 
     #[test]
     fn entra_member_removal_with_value_filter() {
-        let result = patched(
-            group(),
-            json!([{"op": "remove", "path": "members[value eq \"b\"]"}]),
-        );
+        let result = patched(group(), json!([{"op": "remove", "path": "members[value eq \"b\"]"}]));
         let mut expected = group();
         expected["members"] = json!([{"value": "a"}, {"value": "c"}]);
         assert_eq!(result, expected);
         // Member ids are case-exact in this schema, so a differently cased id removes nothing.
-        assert_eq!(
-            patched(
-                group(),
-                json!([{"op": "remove", "path": "members[value eq \"B\"]"}])
-            ),
-            group()
-        );
+        assert_eq!(patched(group(), json!([{"op": "remove", "path": "members[value eq \"B\"]"}])), group());
     }
 
     #[test]
@@ -1409,15 +1207,9 @@ mod tests {
 
     #[test]
     fn member_removal_needs_value_keys() {
-        let err = patch(
-            group(),
-            json!([{"op": "Remove", "path": "members", "value": [{"display": "x"}]}]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::InvalidValue("each value to remove from 'members' needs a 'value'".into())
-        );
+        let err =
+            patch(group(), json!([{"op": "Remove", "path": "members", "value": [{"display": "x"}]}])).unwrap_err();
+        assert_eq!(err, PatchError::InvalidValue("each value to remove from 'members' needs a 'value'".into()));
     }
 
     // ---- RFC forms ----
@@ -1426,10 +1218,7 @@ mod tests {
     fn sub_attribute_path_creates_parent() {
         let mut start = user();
         start.as_object_mut().unwrap().remove("name");
-        let result = patched(
-            start.clone(),
-            json!([{"op": "add", "path": "name.givenName", "value": "Barbara"}]),
-        );
+        let result = patched(start.clone(), json!([{"op": "add", "path": "name.givenName", "value": "Barbara"}]));
         let mut expected = start;
         expected["name"] = json!({"givenName": "Barbara"});
         assert_eq!(result, expected);
@@ -1438,13 +1227,10 @@ mod tests {
     #[test]
     fn no_path_nested_object_merges_complex_attribute() {
         for op in ["add", "replace"] {
-            let result = patched(
-                user(),
-                json!([{"op": op, "value": {"name": {"givenName": "B", "formatted": "B Jensen"}}}]),
-            );
+            let result =
+                patched(user(), json!([{"op": op, "value": {"name": {"givenName": "B", "formatted": "B Jensen"}}}]));
             let expected = user_with(|u| {
-                u["name"] =
-                    json!({"givenName": "B", "familyName": "Jensen", "formatted": "B Jensen"});
+                u["name"] = json!({"givenName": "B", "familyName": "Jensen", "formatted": "B Jensen"});
             });
             assert_eq!(result, expected, "{op}");
         }
@@ -1478,10 +1264,8 @@ mod tests {
 
     #[test]
     fn core_urn_path_addresses_top_level() {
-        let result = patched(
-            user(),
-            json!([{"op": "replace", "path": format!("{CORE}:name.givenName"), "value": "B"}]),
-        );
+        let result =
+            patched(user(), json!([{"op": "replace", "path": format!("{CORE}:name.givenName"), "value": "B"}]));
         assert_eq!(result, user_with(|u| u["name"]["givenName"] = json!("B")));
     }
 
@@ -1493,9 +1277,7 @@ mod tests {
                 {"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "w@x", "primary": "False"}}
             ]),
         );
-        let expected = user_with(|u| {
-            u["emails"][0] = json!({"value": "w@x", "type": "work", "primary": false})
-        });
+        let expected = user_with(|u| u["emails"][0] = json!({"value": "w@x", "type": "work", "primary": false}));
         assert_eq!(result, expected);
     }
 
@@ -1508,10 +1290,7 @@ mod tests {
             ]),
         );
         let expected = user_with(|u| {
-            u["emails"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"type": "other", "primary": false, "value": "o@x"}));
+            u["emails"].as_array_mut().unwrap().push(json!({"type": "other", "primary": false, "value": "o@x"}));
         });
         assert_eq!(result, expected);
     }
@@ -1530,28 +1309,13 @@ mod tests {
 
     #[test]
     fn filtered_remove_of_elements_and_sub_attributes() {
-        let result = patched(
-            user(),
-            json!([{"op": "remove", "path": "emails[type eq \"WORK\"]"}]),
-        );
-        assert_eq!(
-            result,
-            user_with(|u| u["emails"] = json!([{"value": "babs@jensen.org", "type": "home"}]))
-        );
+        let result = patched(user(), json!([{"op": "remove", "path": "emails[type eq \"WORK\"]"}]));
+        assert_eq!(result, user_with(|u| u["emails"] = json!([{"value": "babs@jensen.org", "type": "home"}])));
 
-        let result = patched(
-            user(),
-            json!([{"op": "remove", "path": "emails[type eq \"work\"].value"}]),
-        );
-        assert_eq!(
-            result,
-            user_with(|u| u["emails"][0] = json!({"type": "work", "primary": true}))
-        );
+        let result = patched(user(), json!([{"op": "remove", "path": "emails[type eq \"work\"].value"}]));
+        assert_eq!(result, user_with(|u| u["emails"][0] = json!({"type": "work", "primary": true})));
 
-        let result = patched(
-            user(),
-            json!([{"op": "remove", "path": "emails[type eq \"none\"]"}]),
-        );
+        let result = patched(user(), json!([{"op": "remove", "path": "emails[type eq \"none\"]"}]));
         assert_eq!(result, user());
     }
 
@@ -1565,10 +1329,7 @@ mod tests {
             ]}]),
         );
         let expected = user_with(|u| {
-            u["emails"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"value": "n@x", "type": "other", "primary": false}));
+            u["emails"].as_array_mut().unwrap().push(json!({"value": "n@x", "type": "other", "primary": false}));
         });
         assert_eq!(result, expected);
 
@@ -1576,18 +1337,12 @@ mod tests {
             user(),
             json!([{"op": "replace", "path": "emails", "value": [{"value": "only@x", "type": "work"}]}]),
         );
-        assert_eq!(
-            result,
-            user_with(|u| u["emails"] = json!([{"value": "only@x", "type": "work"}]))
-        );
+        assert_eq!(result, user_with(|u| u["emails"] = json!([{"value": "only@x", "type": "work"}])));
     }
 
     #[test]
     fn sub_attribute_without_filter_applies_to_every_value() {
-        let result = patched(
-            user(),
-            json!([{"op": "replace", "path": "emails.type", "value": "work"}]),
-        );
+        let result = patched(user(), json!([{"op": "replace", "path": "emails.type", "value": "work"}]));
         let expected = user_with(|u| {
             u["emails"][1]["type"] = json!("work");
         });
@@ -1596,31 +1351,15 @@ mod tests {
 
     #[test]
     fn remove_requires_path() {
-        let err = patch(
-            group(),
-            json!([{"op": "remove", "value": [{"value": "a"}]}]),
-        )
-        .unwrap_err();
+        let err = patch(group(), json!([{"op": "remove", "value": [{"value": "a"}]}])).unwrap_err();
         assert_eq!(err, PatchError::NoTarget("'remove' requires a path".into()));
     }
 
     #[test]
     fn remove_of_absent_attribute_is_a_no_op() {
-        assert_eq!(
-            patched(user(), json!([{"op": "remove", "path": "nickName"}])),
-            user()
-        );
-        assert_eq!(
-            patched(user(), json!([{"op": "remove", "path": "name.formatted"}])),
-            user()
-        );
-        assert_eq!(
-            patched(
-                user(),
-                json!([{"op": "remove", "path": format!("{ENTERPRISE}:manager")}])
-            ),
-            user()
-        );
+        assert_eq!(patched(user(), json!([{"op": "remove", "path": "nickName"}])), user());
+        assert_eq!(patched(user(), json!([{"op": "remove", "path": "name.formatted"}])), user());
+        assert_eq!(patched(user(), json!([{"op": "remove", "path": format!("{ENTERPRISE}:manager")}])), user());
     }
 
     #[test]
@@ -1632,10 +1371,7 @@ mod tests {
                 {"op": "remove", "path": "name.familyName"}
             ]),
         );
-        assert_eq!(
-            result,
-            user_with(|u| drop(u.as_object_mut().unwrap().remove("name")))
-        );
+        assert_eq!(result, user_with(|u| drop(u.as_object_mut().unwrap().remove("name"))));
     }
 
     #[test]
@@ -1644,10 +1380,7 @@ mod tests {
             u["schemas"] = json!([CORE, ENTERPRISE]);
             u[ENTERPRISE] = json!({"employeeNumber": "7"});
         });
-        let result = patched(
-            start,
-            json!([{"op": "remove", "path": format!("{ENTERPRISE}:employeeNumber")}]),
-        );
+        let result = patched(start, json!([{"op": "remove", "path": format!("{ENTERPRISE}:employeeNumber")}]));
         assert_eq!(result, user());
     }
 
@@ -1680,11 +1413,7 @@ mod tests {
             let err = patch(user(), json!([op])).unwrap_err();
             assert_eq!(err.scim_type(), "mutability", "{op}");
         }
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "path": "id", "value": "x"}]),
-        )
-        .unwrap_err();
+        let err = patch(user(), json!([{"op": "replace", "path": "id", "value": "x"}])).unwrap_err();
         assert_eq!(err.to_string(), "attribute 'id' is read-only");
     }
 
@@ -1713,50 +1442,27 @@ mod tests {
             "1abc",
             "name.givenName[type eq \"w\"]",
         ] {
-            let err = patch(
-                user(),
-                json!([{"op": "replace", "path": path, "value": "x"}]),
-            )
-            .unwrap_err();
+            let err = patch(user(), json!([{"op": "replace", "path": path, "value": "x"}])).unwrap_err();
             assert_eq!(err.scim_type(), "invalidPath", "{path}");
         }
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "value": {"bad key": "x"}}]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::InvalidPath("invalid attribute name 'bad key'".into())
-        );
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid path 'emails[type eq': missing ']'"
-        );
+        let err = patch(user(), json!([{"op": "replace", "value": {"bad key": "x"}}])).unwrap_err();
+        assert_eq!(err, PatchError::InvalidPath("invalid attribute name 'bad key'".into()));
+        let err = patch(user(), json!([{"op": "replace", "path": "emails[type eq", "value": "x"}])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid path 'emails[type eq': missing ']'");
     }
 
     #[test]
     fn value_filter_on_single_valued_attribute_is_invalid_path() {
-        let err = patch(
-            user(),
-            json!([{"op": "replace", "path": "name[givenName eq \"B\"]", "value": {}}]),
-        )
-        .unwrap_err();
+        let err =
+            patch(user(), json!([{"op": "replace", "path": "name[givenName eq \"B\"]", "value": {}}])).unwrap_err();
         assert_eq!(err.scim_type(), "invalidPath");
     }
 
     #[test]
     fn brackets_inside_filter_strings_are_not_path_syntax() {
         let start = user_with(|u| u["emails"][1]["type"] = json!("a]b"));
-        let result = patched(
-            start.clone(),
-            json!([{"op": "replace", "path": "emails[type eq \"a]b\"].value", "value": "z@x"}]),
-        );
+        let result =
+            patched(start.clone(), json!([{"op": "replace", "path": "emails[type eq \"a]b\"].value", "value": "z@x"}]));
         let mut expected = start;
         expected["emails"][1]["value"] = json!("z@x");
         assert_eq!(result, expected);
@@ -1799,14 +1505,9 @@ mod tests {
 
     #[test]
     fn values_are_stored_exactly_as_sent() {
-        let result = patched(
-            user(),
-            json!([{"op": "replace", "path": "displayName", "value": "  MiXeD Case \u{e9} "}]),
-        );
-        assert_eq!(
-            result,
-            user_with(|u| u["displayName"] = json!("  MiXeD Case \u{e9} "))
-        );
+        let result =
+            patched(user(), json!([{"op": "replace", "path": "displayName", "value": "  MiXeD Case \u{e9} "}]));
+        assert_eq!(result, user_with(|u| u["displayName"] = json!("  MiXeD Case \u{e9} ")));
     }
 
     #[test]
@@ -1819,20 +1520,13 @@ mod tests {
             {"op": "replace", "path": "id", "value": "stolen"}
         ]));
         let err = apply(&original, &req, &UserSchema).unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::Mutability("attribute 'id' is read-only".into())
-        );
+        assert_eq!(err, PatchError::Mutability("attribute 'id' is read-only".into()));
         assert_eq!(original, before);
     }
 
     #[test]
     fn resource_must_be_an_object() {
-        let err = patch(
-            json!([]),
-            json!([{"op": "add", "path": "displayName", "value": "x"}]),
-        )
-        .unwrap_err();
+        let err = patch(json!([]), json!([{"op": "add", "path": "displayName", "value": "x"}])).unwrap_err();
         assert_eq!(err.scim_type(), "invalidValue");
     }
 }

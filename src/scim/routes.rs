@@ -96,16 +96,20 @@ impl FromRequestParts<Arc<ScimState>> for Authenticated {
 
 /// The SCIM root as the client addressed it, for `meta.location`.
 fn base_url(headers: &HeaderMap, root: Root) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim());
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim());
     let scheme = header("x-forwarded-proto").unwrap_or("http");
     let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("localhost");
     format!("{scheme}://{host}{}", root.0)
 }
 
 fn parse_json(body: Result<Bytes, BytesRejection>) -> ScimResult<Value> {
-    let body = body.map_err(|rejection| ScimError::new(rejection.status(), Some(ScimType::InvalidSyntax), rejection.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|error| ScimError::bad_request(ScimType::InvalidSyntax, format!("the request body is not valid JSON: {error}")))
+    let body = body.map_err(|rejection| {
+        ScimError::new(rejection.status(), Some(ScimType::InvalidSyntax), rejection.body_text())
+    })?;
+    serde_json::from_slice(&body).map_err(|error| {
+        ScimError::bad_request(ScimType::InvalidSyntax, format!("the request body is not valid JSON: {error}"))
+    })
 }
 
 // === Users ===
@@ -119,7 +123,8 @@ async fn users_list(
 ) -> ScimResult {
     let param = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
     let start_index = parse_number(param("startIndex"), "startIndex")?.unwrap_or(1).max(1) as usize;
-    let count = parse_number(param("count"), "count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
+    let count =
+        parse_number(param("count"), "count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
     let base = base_url(&headers, root);
     let namespace = &tenant.namespace;
     let matched: Vec<Value> = match param("filter").map(str::trim).filter(|f| !f.is_empty()) {
@@ -146,7 +151,11 @@ async fn users_list(
 
 fn parse_number(value: Option<&str>, name: &str) -> ScimResult<Option<i64>> {
     value
-        .map(|v| v.trim().parse::<i64>().map_err(|_| ScimError::bad_request(ScimType::InvalidValue, format!("{name} must be an integer, not {v:?}"))))
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ScimError::bad_request(ScimType::InvalidValue, format!("{name} must be an integer, not {v:?}"))
+            })
+        })
         .transpose()
 }
 
@@ -212,7 +221,11 @@ fn check_domain(tenant: &Tenant, spec: &CleanmailUserSpec) -> ScimResult<()> {
     }
     Err(ScimError::bad_request(
         ScimType::InvalidValue,
-        format!("userName {:?} is not a mail address in this tenant's domains ({})", spec.user_name, tenant.domains.join(", ")),
+        format!(
+            "userName {:?} is not a mail address in this tenant's domains ({})",
+            spec.user_name,
+            tenant.domains.join(", ")
+        ),
     ))
 }
 
@@ -319,7 +332,8 @@ async fn update_user(
                 return Ok(Arc::new(updated));
             }
             Err(kube::Error::Api(status)) if status.is_conflict() => {
-                let fresh = api.get_opt(id).await.map_err(api_error)?.filter(|u| u.metadata.deletion_timestamp.is_none());
+                let fresh =
+                    api.get_opt(id).await.map_err(api_error)?.filter(|u| u.metadata.deletion_timestamp.is_none());
                 current = Arc::new(fresh.ok_or_else(|| ScimError::not_found(format!("user {id} not found")))?);
             }
             Err(kube::Error::Api(status)) if status.is_not_found() => {
@@ -346,7 +360,9 @@ async fn user_delete(
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Err(ScimError::not_found(format!("user {id} not found"))),
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            Err(ScimError::not_found(format!("user {id} not found")))
+        }
         Err(error) => Err(api_error(error)),
     }
 }
@@ -381,7 +397,11 @@ async fn schemas_list(_: Authenticated) -> ScimJson {
 }
 
 async fn schema_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    if id == USER_SCHEMA { Ok(ScimJson(schemas::user_schema())) } else { Err(ScimError::not_found(format!("schema {id} not found"))) }
+    if id == USER_SCHEMA {
+        Ok(ScimJson(schemas::user_schema()))
+    } else {
+        Err(ScimError::not_found(format!("schema {id} not found")))
+    }
 }
 
 async fn resource_types_list(_: Authenticated) -> ScimJson {
@@ -389,5 +409,9 @@ async fn resource_types_list(_: Authenticated) -> ScimJson {
 }
 
 async fn resource_type_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    if id == "User" { Ok(ScimJson(schemas::user_resource_type())) } else { Err(ScimError::not_found(format!("resource type {id} not found"))) }
+    if id == "User" {
+        Ok(ScimJson(schemas::user_resource_type()))
+    } else {
+        Err(ScimError::not_found(format!("resource type {id} not found")))
+    }
 }

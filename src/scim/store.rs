@@ -160,9 +160,7 @@ impl UserStore {
     ) -> Vec<Arc<CleanmailUser>> {
         let namespaces = self.read();
         let Some(ns) = namespaces.get(namespace) else { return Vec::new() };
-        index(ns)
-            .map(|names| names.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect())
-            .unwrap_or_default()
+        index(ns).map(|names| names.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect()).unwrap_or_default()
     }
 
     /// Every user of a namespace in id order, for scans and paging.

@@ -77,15 +77,11 @@ pub fn spec_from_scim(body: &Value) -> Result<CleanmailUserSpec, ScimError> {
     if let Some(schemas) = field(object, "schemas") {
         let schemas = schemas.as_array().ok_or_else(|| invalid("schemas must be an array of strings"))?;
         if !schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))) {
-            return Err(ScimError::bad_request(
-                ScimType::InvalidSyntax,
-                format!("schemas must contain {USER_SCHEMA}"),
-            ));
+            return Err(ScimError::bad_request(ScimType::InvalidSyntax, format!("schemas must contain {USER_SCHEMA}")));
         }
     }
-    let user_name = string(object, "userName")?
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| invalid("userName is required"))?;
+    let user_name =
+        string(object, "userName")?.filter(|s| !s.trim().is_empty()).ok_or_else(|| invalid("userName is required"))?;
     Ok(CleanmailUserSpec {
         user_name,
         active: boolean(object, "active")?.unwrap_or(true),
@@ -278,9 +274,6 @@ mod merge_patch_tests {
     fn merge_patch_sets_changes_and_nulls_removals() {
         let old = json!({"a": 1, "b": {"c": 1, "d": 2}, "e": [1], "f": "x"});
         let new = json!({"a": 1, "b": {"c": 2}, "e": [1, 2], "g": true});
-        assert_eq!(
-            merge_patch(&old, &new),
-            json!({"b": {"c": 2, "d": null}, "e": [1, 2], "f": null, "g": true})
-        );
+        assert_eq!(merge_patch(&old, &new), json!({"b": {"c": 2, "d": null}, "e": [1, 2], "f": null, "g": true}));
     }
 }

@@ -110,11 +110,7 @@ pub fn operator() -> &'static Operator {
             });
         });
         let (scim, metrics) = rx.recv_timeout(Duration::from_secs(60)).expect("operator started");
-        Operator {
-            scim_url: format!("http://{scim}/scim/v2"),
-            metrics_url: format!("http://{metrics}"),
-            database,
-        }
+        Operator { scim_url: format!("http://{scim}/scim/v2"), metrics_url: format!("http://{metrics}"), database }
     })
 }
 
@@ -139,13 +135,22 @@ pub async fn tenant_with_backend(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = std::collections::BTreeMap::new();
     data.insert("token".to_string(), ByteString(token.clone().into_bytes()));
-    let secret = Secret { metadata: kube::core::ObjectMeta { name: Some("scim-token".into()), ..Default::default() }, data: Some(data), ..Default::default() };
+    let secret = Secret {
+        metadata: kube::core::ObjectMeta { name: Some("scim-token".into()), ..Default::default() },
+        data: Some(data),
+        ..Default::default()
+    };
     secrets.create(&PostParams::default(), &secret).await.expect("create token secret");
-    let mut spec = json!({"tokenSecretRef": {"name": "scim-token"}, "domains": domains, "deletionPolicy": deletion_policy});
+    let mut spec =
+        json!({"tokenSecretRef": {"name": "scim-token"}, "domains": domains, "deletionPolicy": deletion_policy});
     if let Some(url) = backend_url {
         let mut data = std::collections::BTreeMap::new();
         data.insert("url".to_string(), ByteString(url.as_bytes().to_vec()));
-        let secret = Secret { metadata: kube::core::ObjectMeta { name: Some("mailbox-db".into()), ..Default::default() }, data: Some(data), ..Default::default() };
+        let secret = Secret {
+            metadata: kube::core::ObjectMeta { name: Some("mailbox-db".into()), ..Default::default() },
+            data: Some(data),
+            ..Default::default()
+        };
         secrets.create(&PostParams::default(), &secret).await.expect("create backend secret");
         spec["backend"] = json!({"sql": {"urlSecretRef": {"name": "mailbox-db", "key": "url"}}});
     }

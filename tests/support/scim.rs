@@ -37,7 +37,8 @@ impl Scim {
         let content_type = header("content-type").unwrap_or_default();
         let location = header("location");
         let bytes = response.bytes().await.expect("SCIM response body");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("SCIM response is JSON") };
+        let body =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("SCIM response is JSON") };
         Reply { status, content_type, location, body }
     }
 
@@ -82,7 +83,12 @@ pub fn entra_user(user_name: &str, external_id: &str) -> Value {
 pub fn assert_scim_error(reply: &Reply, status: u16, scim_type: Option<&str>) {
     assert_eq!(reply.status.as_u16(), status, "unexpected status; body {}", reply.body);
     assert!(reply.content_type.starts_with("application/scim+json"), "content type {}", reply.content_type);
-    assert_eq!(reply.body["schemas"], serde_json::json!(["urn:ietf:params:scim:api:messages:2.0:Error"]), "{}", reply.body);
+    assert_eq!(
+        reply.body["schemas"],
+        serde_json::json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{}",
+        reply.body
+    );
     assert_eq!(reply.body["status"], serde_json::json!(status.to_string()), "{}", reply.body);
     assert_eq!(reply.body["scimType"].as_str(), scim_type, "{}", reply.body);
     assert!(reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", reply.body);

@@ -1,0 +1,30 @@
+# cleanmail-operator tasks. `just test` and `just demo` install what they need first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+[private]
+default:
+    @just --list --unsorted
+
+# Install the tools the tests and the demo need: PostgreSQL, Dovecot, helm, etcd, kube-apiserver, kubectl.
+deps:
+    bash tools/install-deps.sh
+
+# Run every unit and integration test (a real control plane, SQLite, PostgreSQL and Dovecot).
+test: deps
+    cargo test --locked --all-targets
+
+# Run the operator on a local control plane with SQLite mailboxes until interrupted.
+demo: deps
+    cargo build --locked
+    bash tools/demo.sh
+
+# Regenerate the CRDs under crds/ from the Rust types.
+crds:
+    cargo run --quiet --locked -- crd > crds/cleanmail.ch.yaml
+
+# Format and lint.
+lint:
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings

