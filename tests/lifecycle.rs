@@ -385,3 +385,31 @@ async fn an_unreachable_backend_surfaces_as_a_condition() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_postgres_tenant_provisions_mailboxes_dovecot_resolves() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    let postgres = support::mailstack::Postgres::start();
+    let (namespace, token) =
+        cluster::tenant_with_backend(&client, "pg", &["fabrikam.ch"], "Delete", Some(&postgres.url)).await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
+    let created = eventually("tenant usable", CONVERGE, || async {
+        let reply = scim.post("/Users", &entra_user("Lena@Fabrikam.ch", "lena")).await;
+        (reply.status != 401 && reply.status != 503).then_some(reply)
+    })
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_string();
+    wait_for_reason(&users, &id, "MailboxProvisioned").await;
+
+    let dovecot = support::mailstack::Dovecot::start(support::mailstack::Source::Postgres(&postgres));
+    let found = dovecot.user_lookup("lena@fabrikam.ch").expect("Dovecot resolves the provisioned user");
+    assert!(found.contains("fabrikam.ch/lena/"), "{found}");
+
+    let disable = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]});
+    assert_eq!(scim.patch(&format!("/Users/{id}"), &disable).await.status, 200);
+    wait_for_reason(&users, &id, "MailboxDisabled").await;
+    assert_eq!(dovecot.user_lookup("lena@fabrikam.ch"), None, "a disabled user no longer resolves");
+}

@@ -128,7 +128,13 @@ async fn users_list(
     let base = base_url(&headers, root);
     let namespace = &tenant.namespace;
     let matched: Vec<Value> = match param("filter").map(str::trim).filter(|f| !f.is_empty()) {
-        None => state.users.all(namespace).iter().map(|u| user::to_scim(u, &base)).collect(),
+        // Without a filter only the requested page is rendered.
+        None => {
+            let all = state.users.all(namespace);
+            let total = all.len();
+            let page = all.iter().skip(start_index - 1).take(count).map(|u| user::to_scim(u, &base)).collect();
+            return Ok(ScimJson(schemas::list_response(page, total, start_index)).into_response());
+        }
         Some(text) => {
             let filter: Filter = text.parse()?;
             let candidates = if let Some(user_name) = filter.eq_lookup("userName") {
