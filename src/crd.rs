@@ -1,6 +1,9 @@
 //! The custom resources: `CleanmailUser` (one per provisioned identity) and `CleanmailTenant` (one
 //! per namespace: who may provision, into which domains and which backend). Types only: no IO.
 
+// Every printer column repeats `type_ = "string"`, which the lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -89,7 +89,10 @@ pub struct TenantRegistry {
 
 /// The Secret values tenants reference, re-read on every tenant change and every [`SECRET_REFRESH`].
 #[derive(Clone, Default)]
-struct SecretCache(Arc<RwLock<HashMap<(String, String), Option<Secret>>>>);
+struct SecretCache(Arc<RwLock<HashMap<SecretKey, Option<Secret>>>>);
+
+/// (namespace, name)
+type SecretKey = (String, String);
 
 impl TenantRegistry {
     pub fn new() -> Self {

@@ -199,11 +199,11 @@ async fn create_user(state: &ScimState, tenant: &Tenant, spec: CleanmailUserSpec
             Ok(created) => return Ok(created),
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 let holder = api.get_opt(&name).await.map_err(api_error)?;
-                if let Some(holder) = holder.filter(|h| h.metadata.deletion_timestamp.is_none()) {
-                    if holder.spec.user_name.eq_ignore_ascii_case(&spec.user_name) {
-                        state.users.apply(holder);
-                        return Err(duplicate(&spec.user_name));
-                    }
+                if let Some(holder) = holder.filter(|h| h.metadata.deletion_timestamp.is_none())
+                    && holder.spec.user_name.eq_ignore_ascii_case(&spec.user_name)
+                {
+                    state.users.apply(holder);
+                    return Err(duplicate(&spec.user_name));
                 }
                 name = format!("{base_name}-{}", random_suffix());
             }

@@ -135,24 +135,6 @@ pub fn user_attribute(attr: &str, sub_attr: Option<&str>) -> Option<AttributeInf
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_schema_attribute_is_known_to_the_engines() {
-        let schema = user_schema();
-        for attribute in schema["attributes"].as_array().into_iter().flatten() {
-            let name = attribute["name"].as_str().unwrap_or_default();
-            assert!(user_attribute(name, None).is_some(), "{name}");
-            for sub in attribute["subAttributes"].as_array().into_iter().flatten() {
-                let sub_name = sub["name"].as_str().unwrap_or_default();
-                assert!(user_attribute(name, Some(sub_name)).is_some(), "{name}.{sub_name}");
-            }
-        }
-    }
-}
-
 /// The User resource type as the filter and PATCH engines see it.
 pub struct UserSchema;
 
@@ -185,5 +167,23 @@ impl super::patch::PatchSchema for UserSchema {
 
     fn case_exact(&self, path: &super::filter::AttrPath) -> bool {
         Self::info(path).is_some_and(|info| info.case_exact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_attribute_is_known_to_the_engines() {
+        let schema = user_schema();
+        for attribute in schema["attributes"].as_array().into_iter().flatten() {
+            let name = attribute["name"].as_str().unwrap_or_default();
+            assert!(user_attribute(name, None).is_some(), "{name}");
+            for sub in attribute["subAttributes"].as_array().into_iter().flatten() {
+                let sub_name = sub["name"].as_str().unwrap_or_default();
+                assert!(user_attribute(name, Some(sub_name)).is_some(), "{name}.{sub_name}");
+            }
+        }
     }
 }

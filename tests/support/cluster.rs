@@ -36,6 +36,8 @@ pub fn control_plane() -> &'static ControlPlane {
         let dir = std::env::temp_dir().join(format!("cleanmail-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create control plane dir");
         let log = std::fs::File::create(dir.join("run.log")).expect("create run.log");
+        // Never waited for: run.sh outlives every test and stops itself when this process exits.
+        #[allow(clippy::zombie_processes)]
         Command::new("bash")
             .arg(Path::new(REPO).join("tools/controlplane/run.sh"))
             .arg("--dir")
