@@ -95,6 +95,17 @@ impl FromRequestParts<Arc<ScimState>> for Authenticated {
 }
 
 /// The SCIM root as the client addressed it, for `meta.location`.
+struct BaseUrl(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let root = parts.extensions.get::<Root>().copied().unwrap_or(Root(SCIM_ROOTS[0]));
+        Ok(BaseUrl(base_url(&parts.headers, root)))
+    }
+}
+
 fn base_url(headers: &HeaderMap, root: Root) -> String {
     let header =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim());
@@ -117,15 +128,13 @@ fn parse_json(body: Result<Bytes, BytesRejection>) -> ScimResult<Value> {
 async fn users_list(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
-    Extension(root): Extension<Root>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     Query(params): Query<HashMap<String, String>>,
 ) -> ScimResult {
     let param = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
     let start_index = parse_number(param("startIndex"), "startIndex")?.unwrap_or(1).max(1) as usize;
     let count =
         parse_number(param("count"), "count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
-    let base = base_url(&headers, root);
     let namespace = &tenant.namespace;
     let matched: Vec<Value> = match param("filter").map(str::trim).filter(|f| !f.is_empty()) {
         // Without a filter only the requested page is rendered.
@@ -168,8 +177,7 @@ fn parse_number(value: Option<&str>, name: &str) -> ScimResult<Option<i64>> {
 async fn users_create(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
-    Extension(root): Extension<Root>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
     let spec = user::spec_from_scim(&parse_json(body)?)?;
@@ -177,7 +185,7 @@ async fn users_create(
     ensure_unique(&state, &tenant, &spec, None)?;
     let created = create_user(&state, &tenant, spec).await?;
     state.users.apply(created.clone());
-    let resource = user::to_scim(&created, &base_url(&headers, root));
+    let resource = user::to_scim(&created, &base);
     let mut response = (StatusCode::CREATED, ScimJson(resource.clone())).into_response();
     if let Some(location) = resource["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok()) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -247,12 +255,11 @@ fn ensure_unique(state: &ScimState, tenant: &Tenant, spec: &CleanmailUserSpec, i
 async fn user_get(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
-    Extension(root): Extension<Root>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
 ) -> ScimResult {
     let current = find_user(&state, &tenant, &id).await?;
-    Ok(ScimJson(user::to_scim(&current, &base_url(&headers, root))).into_response())
+    Ok(ScimJson(user::to_scim(&current, &base)).into_response())
 }
 
 /// The user with this id: from the read model, else from the API server (a write by another
@@ -275,21 +282,19 @@ async fn find_user(state: &ScimState, tenant: &Tenant, id: &str) -> ScimResult<A
 async fn user_replace(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
-    Extension(root): Extension<Root>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
     let body = parse_json(body)?;
     let updated = update_user(&state, &tenant, &id, |_| user::spec_from_scim(&body)).await?;
-    Ok(ScimJson(user::to_scim(&updated, &base_url(&headers, root))).into_response())
+    Ok(ScimJson(user::to_scim(&updated, &base)).into_response())
 }
 
 async fn user_patch(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
-    Extension(root): Extension<Root>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
@@ -302,7 +307,7 @@ async fn user_patch(
         user::spec_from_scim(&patched)
     })
     .await?;
-    Ok(ScimJson(user::to_scim(&updated, &base_url(&headers, root))).into_response())
+    Ok(ScimJson(user::to_scim(&updated, &base)).into_response())
 }
 
 /// Read-modify-write of a user's spec with optimistic concurrency: the change is computed from the

@@ -4,6 +4,11 @@
 
 use serde_json::{Value, json};
 
+use super::{
+    filter::{AttrPath, AttributeSchema},
+    patch::{AttributeKind, PatchSchema},
+};
+
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
@@ -105,15 +110,6 @@ pub struct AttributeInfo {
     pub kind: AttributeKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttributeKind {
-    String,
-    Boolean,
-    Complex,
-    MultiValuedComplex,
-    ReadOnly,
-}
-
 /// Looks an attribute of the User resource up by its (case-insensitive) name and sub-attribute.
 pub fn user_attribute(attr: &str, sub_attr: Option<&str>) -> Option<AttributeInfo> {
     use AttributeKind::*;
@@ -139,7 +135,7 @@ pub fn user_attribute(attr: &str, sub_attr: Option<&str>) -> Option<AttributeInf
 pub struct UserSchema;
 
 impl UserSchema {
-    fn info(path: &super::filter::AttrPath) -> Option<AttributeInfo> {
+    fn info(path: &AttrPath) -> Option<AttributeInfo> {
         if path.urn.as_deref().is_some_and(|urn| !urn.eq_ignore_ascii_case(USER_SCHEMA)) {
             return None;
         }
@@ -147,25 +143,18 @@ impl UserSchema {
     }
 }
 
-impl super::filter::AttributeSchema for UserSchema {
-    fn case_exact(&self, path: &super::filter::AttrPath) -> bool {
+impl AttributeSchema for UserSchema {
+    fn case_exact(&self, path: &AttrPath) -> bool {
         Self::info(path).is_some_and(|info| info.case_exact)
     }
 }
 
-impl super::patch::PatchSchema for UserSchema {
-    fn attribute(&self, path: &super::filter::AttrPath) -> Option<super::patch::AttributeKind> {
-        use super::patch::AttributeKind as Patch;
-        Self::info(path).map(|info| match info.kind {
-            AttributeKind::String => Patch::String,
-            AttributeKind::Boolean => Patch::Boolean,
-            AttributeKind::Complex => Patch::Complex,
-            AttributeKind::MultiValuedComplex => Patch::MultiValuedComplex,
-            AttributeKind::ReadOnly => Patch::ReadOnly,
-        })
+impl PatchSchema for UserSchema {
+    fn attribute(&self, path: &AttrPath) -> Option<AttributeKind> {
+        Self::info(path).map(|info| info.kind)
     }
 
-    fn case_exact(&self, path: &super::filter::AttrPath) -> bool {
+    fn case_exact(&self, path: &AttrPath) -> bool {
         Self::info(path).is_some_and(|info| info.case_exact)
     }
 }
