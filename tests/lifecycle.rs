@@ -413,3 +413,18 @@ async fn a_postgres_tenant_provisions_mailboxes_dovecot_resolves() {
     wait_for_reason(&users, &id, "MailboxDisabled").await;
     assert_eq!(dovecot.user_lookup("lena@fabrikam.ch"), None, "a disabled user no longer resolves");
 }
+
+#[tokio::test]
+async fn malformed_requests_get_scim_errors_too() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    let (_namespace, token) = cluster::tenant(&client, "malformed", &["malformed.ch"], "Delete").await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+
+    assert_scim_error(&scim.get("/Users?filter=%ZZ").await, 400, Some("invalidFilter"));
+    assert_scim_error(&scim.get("/Users/%FF%FE").await, 400, Some("invalidSyntax"));
+    assert_scim_error(&scim.get("/Nothing").await, 404, None);
+    assert_scim_error(&scim.send(reqwest::Method::POST, "/Users", Some(&vec![b' '; 3 * 1024 * 1024])).await, 413, None);
+    assert_scim_error(&scim.send(reqwest::Method::DELETE, "/Users", None).await, 405, None);
+}

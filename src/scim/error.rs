@@ -113,3 +113,22 @@ impl From<super::filter::FilterError> for ScimError {
         ScimError::bad_request(ScimType::InvalidFilter, error.to_string())
     }
 }
+
+/// Turns any error response that is not yet a SCIM error (axum's own rejections of a malformed
+/// path or query string, an oversized body, …) into one, so a client never sees plain text.
+pub async fn ensure_scim_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_scim = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(super::SCIM_CONTENT_TYPE));
+    if !(status.is_client_error() || status.is_server_error()) || is_scim {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_string();
+    let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { detail };
+    let scim_type = (status == StatusCode::BAD_REQUEST).then_some(ScimType::InvalidSyntax);
+    ScimError::new(status, scim_type, detail).into_response()
+}

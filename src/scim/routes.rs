@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Extension, Router,
     body::Bytes,
-    extract::{FromRequestParts, Path, Query, State, rejection::BytesRejection},
+    extract::{FromRequestParts, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
@@ -53,7 +53,7 @@ pub fn router(state: ScimState) -> Router {
     for root in SCIM_ROOTS {
         router = router.nest(root, scim_routes().layer(Extension(Root(root))));
     }
-    router.with_state(state)
+    router.layer(axum::middleware::map_response(super::error::ensure_scim_error_body)).with_state(state)
 }
 
 fn scim_routes() -> Router<Arc<ScimState>> {
@@ -114,11 +114,8 @@ fn base_url(headers: &HeaderMap, root: Root) -> String {
     format!("{scheme}://{host}{}", root.0)
 }
 
-fn parse_json(body: Result<Bytes, BytesRejection>) -> ScimResult<Value> {
-    let body = body.map_err(|rejection| {
-        ScimError::new(rejection.status(), Some(ScimType::InvalidSyntax), rejection.body_text())
-    })?;
-    serde_json::from_slice(&body).map_err(|error| {
+fn parse_json(body: &Bytes) -> ScimResult<Value> {
+    serde_json::from_slice(body).map_err(|error| {
         ScimError::bad_request(ScimType::InvalidSyntax, format!("the request body is not valid JSON: {error}"))
     })
 }
@@ -178,9 +175,9 @@ async fn users_create(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> ScimResult {
-    let spec = user::spec_from_scim(&parse_json(body)?)?;
+    let spec = user::spec_from_scim(&parse_json(&body)?)?;
     check_domain(&tenant, &spec)?;
     ensure_unique(&state, &tenant, &spec, None)?;
     let created = create_user(&state, &tenant, spec).await?;
@@ -284,9 +281,9 @@ async fn user_replace(
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> ScimResult {
-    let body = parse_json(body)?;
+    let body = parse_json(&body)?;
     let updated = update_user(&state, &tenant, &id, |_| user::spec_from_scim(&body)).await?;
     Ok(ScimJson(user::to_scim(&updated, &base)).into_response())
 }
@@ -296,9 +293,9 @@ async fn user_patch(
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> ScimResult {
-    let request: PatchRequest = serde_json::from_value(parse_json(body)?)
+    let request: PatchRequest = serde_json::from_value(parse_json(&body)?)
         .map_err(|error| ScimError::bad_request(ScimType::InvalidSyntax, format!("not a SCIM PatchOp: {error}")))?;
     let updated = update_user(&state, &tenant, &id, |current| {
         let mut resource = user::spec_to_scim(current);
