@@ -277,3 +277,85 @@ mod merge_patch_tests {
         assert_eq!(merge_patch(&old, &new), json!({"b": {"c": 2, "d": null}, "e": [1, 2], "f": null, "g": true}));
     }
 }
+
+#[cfg(test)]
+mod entra_patch_tests {
+    use super::*;
+    use crate::scim::{
+        patch::{self, PatchRequest},
+        schemas::UserSchema,
+    };
+
+    fn patched(spec: &CleanmailUserSpec, operations: Value) -> Result<CleanmailUserSpec, ScimError> {
+        let request: PatchRequest = serde_json::from_value(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": operations,
+        }))
+        .map_err(|e| ScimError::bad_request(ScimType::InvalidSyntax, e.to_string()))?;
+        let resource = patch::apply(&spec_to_scim(spec), &request, &UserSchema)?;
+        spec_from_scim(&resource)
+    }
+
+    /// The shapes of ENTRA.md items 8–14, in one sequence, on the real User schema.
+    #[test]
+    fn entra_patch_shapes_leave_the_spec_as_the_rfc_reading_says() {
+        let start = CleanmailUserSpec { user_name: "alice@contoso.ch".into(), active: true, ..Default::default() };
+        let spec = patched(
+            &start,
+            json!([
+                // Item 13: a work email that does not exist yet is created.
+                {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "alice@contoso.ch"},
+                // Item 8: the documented multi-valued and sub-attribute replaces.
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "alice.w@contoso.ch"},
+                {"op": "Replace", "path": "name.familyName", "value": "Wonder"},
+                // Item 12: one path-less op with dotted keys, including an extension attribute.
+                {"op": "replace", "value": {
+                    "displayName": "Alice Wonder", "name.givenName": "Alice",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42"}},
+                // Item 14: a manager as a plain string (not modelled here; accepted, not stored).
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m-1"},
+                // Item 11: Entra's string boolean and a mapped attribute this schema does not model.
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "Add", "path": "nickName", "value": "Babs"},
+            ]),
+        )
+        .expect("Entra's PATCH is accepted");
+        assert_eq!(
+            spec,
+            CleanmailUserSpec {
+                user_name: "alice@contoso.ch".into(),
+                active: false,
+                display_name: Some("Alice Wonder".into()),
+                name: Some(PersonName {
+                    given_name: Some("Alice".into()),
+                    family_name: Some("Wonder".into()),
+                    formatted: None
+                }),
+                emails: vec![Email {
+                    value: Some("alice.w@contoso.ch".into()),
+                    type_: Some("work".into()),
+                    primary: None
+                }],
+                external_id: None,
+            }
+        );
+        // Item 9: rename, then re-enable with a lower-case op and a JSON boolean (the flagged shape).
+        let renamed = patched(
+            &spec,
+            json!([{"op": "Replace", "path": "userName", "value": "alice.wonder@contoso.ch"},
+                   {"op": "replace", "path": "active", "value": true}]),
+        )
+        .expect("rename");
+        assert_eq!(renamed, CleanmailUserSpec { user_name: "alice.wonder@contoso.ch".into(), active: true, ..spec });
+    }
+
+    #[test]
+    fn read_only_attributes_and_bad_values_are_refused() {
+        let start = CleanmailUserSpec { user_name: "a@contoso.ch".into(), active: true, ..Default::default() };
+        let error =
+            patched(&start, json!([{"op": "replace", "path": "id", "value": "x"}])).expect_err("id is read-only");
+        assert_eq!(error.scim_type, Some(ScimType::Mutability));
+        let error = patched(&start, json!([{"op": "Remove", "path": "userName"}])).expect_err("userName is required");
+        assert_eq!(error.scim_type, Some(ScimType::InvalidValue));
+    }
+}
