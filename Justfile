@@ -28,3 +28,11 @@ crds:
 lint:
     cargo fmt --check
     cargo clippy --locked --all-targets -- -D warnings
+
+# Fuzz the SCIM filter parser and PATCH engine, each for `seconds` (default 60); fails on a crash.
+fuzz seconds="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz && for target in filter_parse patch_apply; do \
+        RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
+            -dict="dict/$target.dict" -max_total_time={{seconds}} -timeout=10 -rss_limit_mb=4096 -print_final_stats=1; \
+    done

@@ -19,6 +19,27 @@ pub struct DesiredAccount {
     pub enabled: bool,
 }
 
+/// The state a distribution list should have: one address delivering to its members' mailboxes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredList {
+    /// Stable id that survives renames (the `CleanmailGroup` uid).
+    pub list_id: String,
+    /// The list's address, lower-cased.
+    pub address: String,
+    pub display_name: Option<String>,
+    /// Account ids of the members; a member whose account is disabled or absent receives nothing.
+    pub member_account_ids: Vec<String>,
+}
+
+/// What a backend reports about a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List {
+    pub list_id: String,
+    pub address: String,
+    pub display_name: Option<String>,
+    pub member_count: usize,
+}
+
 /// What a backend reports about an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -68,6 +89,10 @@ pub trait MailboxBackend: Send + Sync {
     async fn delete(&self, account_id: &str) -> Result<()>;
     /// Reads the account, if it exists.
     async fn get(&self, account_id: &str) -> Result<Option<Account>>;
+    /// Creates the list or brings its address, name and exact member set to `desired`.
+    async fn ensure_list(&self, desired: &DesiredList) -> Result<List>;
+    /// Removes the list and its memberships (never the members' accounts); a no-op when absent.
+    async fn delete_list(&self, list_id: &str) -> Result<()>;
 }
 
 /// Connected backends by URL, so every tenant on the same database shares one connection pool.

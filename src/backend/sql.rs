@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-use super::{Account, BackendError, DesiredAccount, ErrorKind, MailboxBackend, Result};
+use super::{Account, BackendError, DesiredAccount, DesiredList, ErrorKind, List, MailboxBackend, Result};
 
 /// How long an operation waits for a pooled connection (including connecting) before failing
 /// with a transient error. Bounded so that a dead database fails fast instead of hanging.
@@ -41,7 +41,22 @@ pub const SCHEMA: &[&str] = &[
     updated_at   TEXT
 )",
     "CREATE INDEX IF NOT EXISTS mailboxes_domain ON mailboxes (domain)",
+    "CREATE TABLE IF NOT EXISTS lists (
+    list_id      TEXT NOT NULL PRIMARY KEY,
+    address      TEXT NOT NULL UNIQUE,
+    display_name TEXT,
+    created_at   TEXT,
+    updated_at   TEXT
+)",
+    "CREATE TABLE IF NOT EXISTS list_members (
+    list_id    TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    PRIMARY KEY (list_id, account_id)
+)",
 ];
+
+/// Rows per multi-row INSERT of list members (well below SQLite's bound-parameter limit).
+const MEMBER_BATCH: usize = 400;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {
@@ -310,6 +325,92 @@ impl MailboxBackend for SqlBackend {
 
     async fn get(&self, account_id: &str) -> Result<Option<Account>> {
         Ok(self.row("get", account_id).await?.map(StoredRow::account))
+    }
+
+    /// Upserts the `lists` row and makes `list_members` exactly the desired set, in one
+    /// transaction, touching only the memberships that change.
+    async fn ensure_list(&self, desired: &DesiredList) -> Result<List> {
+        let list_id = desired.list_id.as_str();
+        let fail = |e: sqlx::Error| db_error("ensure list", list_id, e);
+        let permanent = |message: String| BackendError {
+            kind: ErrorKind::Permanent,
+            operation: "ensure list",
+            account_id: list_id.to_owned(),
+            message,
+            source: None,
+        };
+        let address = ParsedAddress::parse(&desired.address).map_err(permanent)?.address;
+        let list_owner: Option<String> =
+            sqlx::query_scalar("SELECT list_id FROM lists WHERE address = $1 AND list_id <> $2")
+                .bind(&address)
+                .bind(list_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(fail)?;
+        let mailbox_owner: Option<String> = sqlx::query_scalar("SELECT account_id FROM mailboxes WHERE address = $1")
+            .bind(&address)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(fail)?;
+        if let Some(owner) = list_owner.or(mailbox_owner) {
+            return Err(permanent(format!("address {address} is already used by {owner}")));
+        }
+
+        let wanted: std::collections::BTreeSet<&str> = desired.member_account_ids.iter().map(String::as_str).collect();
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO lists (list_id, address, display_name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (list_id) DO UPDATE SET address = excluded.address, \
+             display_name = excluded.display_name, updated_at = excluded.updated_at",
+        )
+        .bind(list_id)
+        .bind(&address)
+        .bind(desired.display_name.as_deref())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let current: Vec<String> = sqlx::query_scalar("SELECT account_id FROM list_members WHERE list_id = $1")
+            .bind(list_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let current: std::collections::BTreeSet<&str> = current.iter().map(String::as_str).collect();
+        for gone in current.difference(&wanted) {
+            sqlx::query("DELETE FROM list_members WHERE list_id = $1 AND account_id = $2")
+                .bind(list_id)
+                .bind(*gone)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        let added: Vec<&str> = wanted.difference(&current).copied().collect();
+        for batch in added.chunks(MEMBER_BATCH) {
+            let values: Vec<String> = (0..batch.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+            let sql = format!("INSERT INTO list_members (list_id, account_id) VALUES {}", values.join(", "));
+            let mut insert = sqlx::query(&sql).bind(list_id);
+            for account_id in batch {
+                insert = insert.bind(*account_id);
+            }
+            insert.execute(&mut *tx).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(List {
+            list_id: list_id.to_owned(),
+            address,
+            display_name: desired.display_name.clone(),
+            member_count: wanted.len(),
+        })
+    }
+
+    async fn delete_list(&self, list_id: &str) -> Result<()> {
+        let fail = |e: sqlx::Error| db_error("delete list", list_id, e);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        for statement in ["DELETE FROM list_members WHERE list_id = $1", "DELETE FROM lists WHERE list_id = $1"] {
+            sqlx::query(statement).bind(list_id).execute(&mut *tx).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
     }
 }
 
@@ -739,5 +840,64 @@ mod tests {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(format_rfc3339(1_738_311_300, 123), "2025-01-31T08:15:00.123Z");
+    }
+
+    /// The documented Postfix `virtual_alias_maps` query, as Postfix runs it.
+    pub(crate) const POSTFIX_ALIAS_QUERY: &str = "SELECT m.address FROM lists l JOIN list_members lm ON lm.list_id = l.list_id JOIN mailboxes m ON m.account_id = lm.account_id WHERE l.address = lower('%s') AND m.active = 1";
+
+    async fn list_recipients(b: &SqlBackend, list_address: &str) -> Vec<String> {
+        let sql = POSTFIX_ALIAS_QUERY.replace("%s", list_address);
+        let mut recipients: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&b.pool).await.unwrap();
+        recipients.sort();
+        recipients
+    }
+
+    fn list(members: &[&str]) -> DesiredList {
+        DesiredList {
+            list_id: "list-1".into(),
+            address: "Sales@Contoso.ch".into(),
+            display_name: Some("Sales".into()),
+            member_account_ids: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_delivers_to_its_active_members_only() {
+        let db = temp_db();
+        let b = backend(&db).await;
+        b.ensure(&desired("a", "alice@contoso.ch", true)).await.unwrap();
+        b.ensure(&desired("b", "bob@contoso.ch", true)).await.unwrap();
+        b.ensure(&desired("c", "carol@contoso.ch", false)).await.unwrap();
+        let created = b.ensure_list(&list(&["a", "b", "c", "unknown"])).await.unwrap();
+        assert_eq!(created.address, "sales@contoso.ch");
+        assert_eq!(created.member_count, 4);
+        assert_eq!(list_recipients(&b, "SALES@contoso.ch").await, ["alice@contoso.ch", "bob@contoso.ch"]);
+
+        b.disable("b").await.unwrap();
+        assert_eq!(list_recipients(&b, "sales@contoso.ch").await, ["alice@contoso.ch"]);
+
+        b.ensure_list(&list(&["b", "c"])).await.unwrap();
+        b.ensure(&desired("c", "carol@contoso.ch", true)).await.unwrap();
+        assert_eq!(list_recipients(&b, "sales@contoso.ch").await, ["carol@contoso.ch"]);
+
+        b.delete_list("list-1").await.unwrap();
+        b.delete_list("list-1").await.unwrap();
+        assert!(list_recipients(&b, "sales@contoso.ch").await.is_empty());
+        assert!(b.get("c").await.unwrap().is_some(), "deleting a list never deletes accounts");
+    }
+
+    #[tokio::test]
+    async fn a_list_holds_thousands_of_members_and_its_address_is_its_own() {
+        let db = temp_db();
+        let b = backend(&db).await;
+        let members: Vec<String> = (0..10_000).map(|i| format!("member-{i}")).collect();
+        let desired_list = DesiredList { member_account_ids: members.clone(), ..list(&[]) };
+        assert_eq!(b.ensure_list(&desired_list).await.unwrap().member_count, 10_000);
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM list_members").fetch_one(&b.pool).await.unwrap();
+        assert_eq!(count, 10_000);
+
+        b.ensure(&desired("a", "alice@contoso.ch", true)).await.unwrap();
+        let taken = DesiredList { list_id: "list-2".into(), address: "alice@contoso.ch".into(), ..list(&[]) };
+        assert_eq!(b.ensure_list(&taken).await.unwrap_err().kind, ErrorKind::Permanent);
     }
 }
