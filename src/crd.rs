@@ -132,6 +132,88 @@ pub struct MailboxRef {
     pub enabled: bool,
 }
 
+/// A distribution list provisioned through SCIM as a group, or applied directly.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "cleanmail.ch",
+    version = "v1alpha1",
+    kind = "CleanmailGroup",
+    plural = "cleanmailgroups",
+    shortname = "cmg",
+    category = "cleanmail",
+    namespaced,
+    status = "CleanmailGroupStatus",
+    doc = "A distribution list provisioned through SCIM as a group, or applied directly.",
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.displayName", description = "SCIM displayName"),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.address", description = "The list address"),
+    printcolumn(
+        name = "Members",
+        type_ = "integer",
+        json_path = ".status.memberCount",
+        description = "How many members the list delivers to"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the list matches the spec"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the list is or is not ready"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailGroupSpec {
+    /// SCIM `displayName`: the group's name, unique per tenant compared case-insensitively.
+    pub display_name: String,
+    /// SCIM `externalId`: the identifier the provisioning client uses for this group. Compared case-sensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// SCIM `members`: the users whose mailboxes receive the list's mail, by SCIM id (the `CleanmailUser` name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<GroupMember>,
+    /// The list's mail address; when absent, the display name made address-safe in the tenant's first domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// One member of a group (an element of SCIM `members`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMember {
+    /// The member's SCIM id: the name of a `CleanmailUser` in the same namespace.
+    pub value: String,
+    /// The member's display name, as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+/// What the controller observed and did for a `CleanmailGroup`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanmailGroupStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` summarises whether the list matches the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The list's mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// How many members resolve to a user of this namespace (disabled users included; they receive nothing).
+    #[serde(default)]
+    pub member_count: i64,
+    /// Members naming no user of this namespace; they are left out of the list.
+    #[serde(default)]
+    pub unresolved_members: i64,
+}
+
 /// A tenant: one namespace whose `CleanmailUser` resources one SCIM client provisions.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -267,7 +349,7 @@ fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::S
 /// Every CRD this operator defines, in install order.
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![CleanmailTenant::crd(), CleanmailUser::crd()]
+    vec![CleanmailTenant::crd(), CleanmailUser::crd(), CleanmailGroup::crd()]
 }
 
 /// Every CRD as one multi-document YAML stream, as committed under `crds/`.

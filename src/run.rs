@@ -15,8 +15,8 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use crate::{
     backend::BackendRegistry,
     controller::{self, Context, Settings},
-    crd::CleanmailUser,
-    scim::{self, ScimState, UserStore},
+    crd::{CleanmailGroup, CleanmailUser},
+    scim::{self, GroupStore, ScimState, UserStore},
     telemetry::{self, Metrics},
     tenant::TenantRegistry,
 };
@@ -83,6 +83,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     let (shutdown, _) = watch::channel(false);
     let stopped = || until_stopped(&shutdown);
     let users = UserStore::default();
+    let groups = GroupStore::default();
     let tenants = TenantRegistry::new();
     let metrics = Arc::new(Metrics::default());
     let mut tasks = JoinSet::new();
@@ -92,6 +93,13 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         let (users, stop) = (users.clone(), stopped());
         async move {
             tokio::select! { _ = users.follow(watch) => {}, _ = stop => {} }
+        }
+    });
+    let group_watch = watcher(Api::<CleanmailGroup>::all(client.clone()), watcher::Config::default()).default_backoff();
+    tasks.spawn({
+        let (groups, stop) = (groups.clone(), stopped());
+        async move {
+            tokio::select! { _ = groups.follow(group_watch) => {}, _ = stop => {} }
         }
     });
     tasks.spawn({
@@ -107,7 +115,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     let settings = Settings { concurrency: args.controller_concurrency };
     tasks.spawn(controller::run(ctx, settings, stopped()));
 
-    let state = ScimState { client, users: users.clone(), tenants: tenants.clone() };
+    let state = ScimState { client, users: users.clone(), groups: groups.clone(), tenants: tenants.clone() };
     let app = scim::router(state)
         .layer(axum::middleware::from_fn_with_state(metrics.clone(), telemetry::observe_request))
         .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -121,7 +129,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         }
     });
 
-    let health = health_routes(users, tenants, metrics);
+    let health = health_routes(users, groups, tenants, metrics);
     let metrics_addr = metrics_listener.local_addr()?;
     tasks.spawn({
         let until_stopped = stopped();
@@ -142,13 +150,13 @@ fn until_stopped(shutdown: &watch::Sender<bool>) -> impl std::future::Future<Out
     }
 }
 
-fn health_routes(users: UserStore, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Router {
+fn health_routes(users: UserStore, groups: GroupStore, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = users.is_ready() && tenants.is_ready();
+                let ready = users.is_ready() && groups.is_ready() && tenants.is_ready();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready")

@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod filter;
+pub mod group;
 pub mod patch;
+pub mod resource;
 pub mod routes;
 pub mod schemas;
 pub mod store;
@@ -17,7 +19,7 @@ use axum::{
 
 pub use error::{ScimError, ScimType};
 pub use routes::{ScimState, router};
-pub use store::UserStore;
+pub use store::{GroupStore, UserStore};
 
 /// The media type of every SCIM response (RFC 7644 §8.1).
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";

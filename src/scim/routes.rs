@@ -1,4 +1,5 @@
-//! HTTP routes of the SCIM endpoint, served under `/scim/v2` and `/api/v3/scim2`.
+//! HTTP routes of the SCIM endpoint, served under `/scim/v2` and `/api/v3/scim2`. The resource
+//! handlers are written once over [`ScimResource`] and mounted for Users and Groups.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -21,16 +22,16 @@ use super::{
     error::{ScimError, ScimType},
     filter::Filter,
     patch::{self, PatchRequest},
-    schemas::{self, MAX_PAGE_SIZE, USER_SCHEMA},
-    store::UserStore,
-    user::{self, FIELD_MANAGER},
+    resource::{self, FIELD_MANAGER, ScimResource, merge_patch, object_name, to_scim},
+    schemas::{self, GROUP_SCHEMA, MAX_PAGE_SIZE, USER_SCHEMA},
+    store::{GroupStore, ResourceStore, UserStore},
 };
 use crate::{
-    crd::{CleanmailUser, CleanmailUserSpec},
+    crd::{CleanmailGroup, CleanmailUser},
     tenant::{Tenant, TenantRegistry},
 };
 
-/// How often a read-modify-write is retried when another writer changed the user in between.
+/// How often a read-modify-write is retried when another writer changed the object in between.
 const WRITE_ATTEMPTS: usize = 5;
 /// The SCIM roots this endpoint answers on: the RFC-style path and the Cleanmail tenant-URL form.
 pub const SCIM_ROOTS: [&str; 2] = ["/scim/v2", "/api/v3/scim2"];
@@ -40,7 +41,25 @@ pub const SCIM_ROOTS: [&str; 2] = ["/scim/v2", "/api/v3/scim2"];
 pub struct ScimState {
     pub client: Client,
     pub users: UserStore,
+    pub groups: GroupStore,
     pub tenants: TenantRegistry,
+}
+
+/// The read model of each resource kind.
+pub trait Stored: ScimResource {
+    fn store(state: &ScimState) -> &ResourceStore<Self>;
+}
+
+impl Stored for CleanmailUser {
+    fn store(state: &ScimState) -> &ResourceStore<Self> {
+        &state.users
+    }
+}
+
+impl Stored for CleanmailGroup {
+    fn store(state: &ScimState) -> &ResourceStore<Self> {
+        &state.groups
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -58,8 +77,22 @@ pub fn router(state: ScimState) -> Router {
 
 fn scim_routes() -> Router<Arc<ScimState>> {
     Router::new()
-        .route("/Users", get(users_list).post(users_create))
-        .route("/Users/{id}", get(user_get).put(user_replace).patch(user_patch).delete(user_delete))
+        .route("/Users", get(list::<CleanmailUser>).post(create::<CleanmailUser>))
+        .route(
+            "/Users/{id}",
+            get(read::<CleanmailUser>)
+                .put(replace::<CleanmailUser>)
+                .patch(modify::<CleanmailUser>)
+                .delete(remove::<CleanmailUser>),
+        )
+        .route("/Groups", get(list::<CleanmailGroup>).post(create::<CleanmailGroup>))
+        .route(
+            "/Groups/{id}",
+            get(read::<CleanmailGroup>)
+                .put(replace::<CleanmailGroup>)
+                .patch(modify::<CleanmailGroup>)
+                .delete(remove::<CleanmailGroup>),
+        )
         .route("/ServiceProviderConfig", get(service_provider_config))
         .route("/Schemas", get(schemas_list))
         .route("/Schemas/{id}", get(schema_get))
@@ -72,7 +105,6 @@ fn scim_routes() -> Router<Arc<ScimState>> {
 }
 
 type ScimResult<T = Response> = Result<T, ScimError>;
-
 /// The tenant the request's bearer token belongs to.
 struct Authenticated(Arc<Tenant>);
 
@@ -80,7 +112,7 @@ impl FromRequestParts<Arc<ScimState>> for Authenticated {
     type Rejection = ScimError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ScimState>) -> ScimResult<Self> {
-        if !(state.users.is_ready() && state.tenants.is_ready()) {
+        if !(state.users.is_ready() && state.groups.is_ready() && state.tenants.is_ready()) {
             return Err(ScimError::unavailable("the endpoint is starting; retry shortly"));
         }
         let token = parts
@@ -120,95 +152,114 @@ fn parse_json(body: &Bytes) -> ScimResult<Value> {
     })
 }
 
-// === Users ===
+/// Query parameters, with names matched case-insensitively.
+struct Params(HashMap<String, String>);
 
-async fn users_list(
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, name: &str) -> ScimResult<Option<i64>> {
+        self.get(name)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    ScimError::bad_request(ScimType::InvalidValue, format!("{name} must be an integer, not {v:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// Applies `attributes` / `excludedAttributes` to a representation.
+    fn project(&self, resource: Value) -> Value {
+        resource::project(resource, self.get("attributes"), self.get("excludedAttributes"))
+    }
+
+    fn shapes_response(&self) -> bool {
+        self.get("attributes").is_some() || self.get("excludedAttributes").is_some()
+    }
+}
+
+fn api<K: ScimResource>(state: &ScimState, tenant: &Tenant) -> Api<K> {
+    Api::namespaced(state.client.clone(), &tenant.namespace)
+}
+
+// === Resources ===
+
+async fn list<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Query(params): Query<HashMap<String, String>>,
 ) -> ScimResult {
-    let param = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    let start_index = parse_number(param("startIndex"), "startIndex")?.unwrap_or(1).max(1) as usize;
-    let count =
-        parse_number(param("count"), "count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
+    let params = Params(params);
+    let start_index = params.number("startIndex")?.unwrap_or(1).max(1) as usize;
+    let count = params.number("count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
+    let store = K::store(&state);
     let namespace = &tenant.namespace;
-    let matched: Vec<Value> = match param("filter").map(str::trim).filter(|f| !f.is_empty()) {
+    let render = |object: &Arc<K>| params.project(to_scim(object.as_ref(), &base));
+    let Some(text) = params.get("filter").map(str::trim).filter(|f| !f.is_empty()) else {
         // Without a filter only the requested page is rendered.
-        None => {
-            let all = state.users.all(namespace);
-            let total = all.len();
-            let page = all.iter().skip(start_index - 1).take(count).map(|u| user::to_scim(u, &base)).collect();
-            return Ok(ScimJson(schemas::list_response(page, total, start_index)).into_response());
-        }
-        Some(text) => {
-            let filter: Filter = text.parse()?;
-            let candidates = if let Some(user_name) = filter.eq_lookup("userName") {
-                state.users.by_user_name(namespace, user_name)
-            } else if let Some(external_id) = filter.eq_lookup("externalId") {
-                state.users.by_external_id(namespace, external_id)
-            } else if let Some(id) = filter.eq_lookup("id") {
-                state.users.get(namespace, id).into_iter().collect()
-            } else {
-                state.users.all(namespace)
-            };
-            let schema = schemas::UserSchema;
-            candidates.iter().map(|u| user::to_scim(u, &base)).filter(|r| filter.matches(r, &schema)).collect()
-        }
+        let all = store.all(namespace);
+        let page = all.iter().skip(start_index - 1).take(count).map(render).collect();
+        return Ok(ScimJson(schemas::list_response(page, all.len(), start_index)).into_response());
     };
-    let total = matched.len();
-    let page: Vec<Value> = matched.into_iter().skip(start_index - 1).take(count).collect();
-    Ok(ScimJson(schemas::list_response(page, total, start_index)).into_response())
+    let filter: Filter = text.parse()?;
+    let candidates = if let Some(key) = filter.eq_lookup(K::UNIQUE_ATTRIBUTE) {
+        store.by_unique_key(namespace, key)
+    } else if let Some(external_id) = filter.eq_lookup("externalId") {
+        store.by_external_id(namespace, external_id)
+    } else if let Some(id) = filter.eq_lookup("id") {
+        store.get(namespace, id).into_iter().collect()
+    } else {
+        store.all(namespace)
+    };
+    let schema = K::schema();
+    let matched: Vec<&Arc<K>> =
+        candidates.iter().filter(|object| filter.matches(&to_scim(object.as_ref(), &base), schema)).collect();
+    let page = matched.iter().skip(start_index - 1).take(count).map(|object| render(object)).collect();
+    Ok(ScimJson(schemas::list_response(page, matched.len(), start_index)).into_response())
 }
 
-fn parse_number(value: Option<&str>, name: &str) -> ScimResult<Option<i64>> {
-    value
-        .map(|v| {
-            v.trim().parse::<i64>().map_err(|_| {
-                ScimError::bad_request(ScimType::InvalidValue, format!("{name} must be an integer, not {v:?}"))
-            })
-        })
-        .transpose()
-}
-
-async fn users_create(
+async fn create<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
+    Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ScimResult {
-    let spec = user::spec_from_scim(&parse_json(&body)?)?;
-    check_domain(&tenant, &spec)?;
-    ensure_unique(&state, &tenant, &spec, None)?;
-    let created = create_user(&state, &tenant, spec).await?;
-    state.users.apply(created.clone());
-    let resource = user::to_scim(&created, &base);
-    let mut response = (StatusCode::CREATED, ScimJson(resource.clone())).into_response();
-    if let Some(location) = resource["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok()) {
+    let spec = K::spec_from_scim(&parse_json(&body)?)?;
+    K::check(&tenant, &spec)?;
+    ensure_unique::<K>(&state, &tenant, &spec, None)?;
+    let created = create_object::<K>(&state, &tenant, spec).await?;
+    K::store(&state).apply(created.clone());
+    let resource = to_scim(&created, &base);
+    let location = resource["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok());
+    let mut response = (StatusCode::CREATED, ScimJson(Params(params).project(resource))).into_response();
+    if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
 
-/// Creates the resource under a name derived from `userName`. The API server's create is the
-/// cluster-wide uniqueness check: of two identical concurrent POSTs (on any replica) exactly one
-/// wins. A name still held by a renamed or terminating user gets a random suffix instead.
-async fn create_user(state: &ScimState, tenant: &Tenant, spec: CleanmailUserSpec) -> ScimResult<CleanmailUser> {
-    let api: Api<CleanmailUser> = Api::namespaced(state.client.clone(), &tenant.namespace);
+/// Creates the object under a name derived from its unique attribute. The API server's create is
+/// the cluster-wide uniqueness check: of two identical concurrent POSTs (on any replica) exactly
+/// one wins. A name still held by a renamed or terminating object gets a random suffix instead.
+async fn create_object<K: Stored>(state: &ScimState, tenant: &Tenant, spec: K::Spec) -> ScimResult<K> {
+    let api = api::<K>(state, tenant);
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    let base_name = user::object_name(&spec.user_name);
+    let base_name = object_name(K::unique_value(&spec));
     let mut name = base_name.clone();
     for _ in 0..WRITE_ATTEMPTS {
-        let object = CleanmailUser::new(&name, spec.clone());
-        match api.create(&params, &object).await {
+        match api.create(&params, &K::build(&name, spec.clone())).await {
             Ok(created) => return Ok(created),
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 let holder = api.get_opt(&name).await.map_err(api_error)?;
-                if let Some(holder) = holder.filter(|h| h.metadata.deletion_timestamp.is_none())
-                    && holder.spec.user_name.eq_ignore_ascii_case(&spec.user_name)
+                if let Some(holder) = holder.filter(|h| h.meta().deletion_timestamp.is_none())
+                    && holder.unique_key() == K::unique_value(&spec).to_lowercase()
                 {
-                    state.users.apply(holder);
-                    return Err(duplicate(&spec.user_name));
+                    K::store(state).apply(holder);
+                    return Err(duplicate::<K>(K::unique_value(&spec)));
                 }
                 name = format!("{base_name}-{}", random_suffix());
             }
@@ -222,157 +273,145 @@ fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..6].to_string()
 }
 
-fn duplicate(user_name: &str) -> ScimError {
-    ScimError::uniqueness(format!("a user with userName {user_name:?} already exists"))
+fn duplicate<K: ScimResource>(value: &str) -> ScimError {
+    ScimError::uniqueness(format!("a {} with {} {value:?} already exists", K::RESOURCE_TYPE, K::UNIQUE_ATTRIBUTE))
 }
 
-fn check_domain(tenant: &Tenant, spec: &CleanmailUserSpec) -> ScimResult<()> {
-    if tenant.allows(&spec.user_name) {
-        return Ok(());
-    }
-    Err(ScimError::bad_request(
-        ScimType::InvalidValue,
-        format!(
-            "userName {:?} is not a mail address in this tenant's domains ({})",
-            spec.user_name,
-            tenant.domains.join(", ")
-        ),
-    ))
-}
-
-/// Refuses a `userName` another user of the tenant already has (case-insensitively).
-fn ensure_unique(state: &ScimState, tenant: &Tenant, spec: &CleanmailUserSpec, id: Option<&str>) -> ScimResult<()> {
-    let holders = state.users.by_user_name(&tenant.namespace, &spec.user_name);
+/// Refuses a unique attribute value another object of the tenant already has (case-insensitively).
+fn ensure_unique<K: Stored>(state: &ScimState, tenant: &Tenant, spec: &K::Spec, id: Option<&str>) -> ScimResult<()> {
+    let holders = K::store(state).by_unique_key(&tenant.namespace, K::unique_value(spec));
     if holders.iter().any(|holder| Some(holder.name_any().as_str()) != id) {
-        return Err(duplicate(&spec.user_name));
+        return Err(duplicate::<K>(K::unique_value(spec)));
     }
     Ok(())
 }
 
-async fn user_get(
+async fn read<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> ScimResult {
-    let current = find_user(&state, &tenant, &id).await?;
-    Ok(ScimJson(user::to_scim(&current, &base)).into_response())
+    let current = find::<K>(&state, &tenant, &id).await?;
+    Ok(ScimJson(Params(params).project(to_scim(current.as_ref(), &base))).into_response())
 }
 
-/// The user with this id: from the read model, else from the API server (a write by another
+/// The object with this id: from the read model, else from the API server (a write by another
 /// replica may not have reached this replica's watch yet).
-async fn find_user(state: &ScimState, tenant: &Tenant, id: &str) -> ScimResult<Arc<CleanmailUser>> {
-    if let Some(user) = state.users.get(&tenant.namespace, id) {
-        return Ok(user);
+async fn find<K: Stored>(state: &ScimState, tenant: &Tenant, id: &str) -> ScimResult<Arc<K>> {
+    if let Some(object) = K::store(state).get(&tenant.namespace, id) {
+        return Ok(object);
     }
-    let not_found = || ScimError::not_found(format!("user {id} not found"));
     if !is_object_name(id) {
-        return Err(not_found());
+        return Err(not_found::<K>(id));
     }
-    let api: Api<CleanmailUser> = Api::namespaced(state.client.clone(), &tenant.namespace);
-    let user = api.get_opt(id).await.map_err(api_error)?.filter(|u| u.metadata.deletion_timestamp.is_none());
-    let user = user.ok_or_else(not_found)?;
-    state.users.apply(user.clone());
-    Ok(Arc::new(user))
+    let object = api::<K>(state, tenant).get_opt(id).await.map_err(api_error)?;
+    let object = object.filter(|o| o.meta().deletion_timestamp.is_none()).ok_or_else(|| not_found::<K>(id))?;
+    K::store(state).apply(object.clone());
+    Ok(Arc::new(object))
 }
 
-async fn user_replace(
+fn not_found<K: ScimResource>(id: &str) -> ScimError {
+    ScimError::not_found(format!("{} {id} not found", K::RESOURCE_TYPE))
+}
+
+async fn replace<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ScimResult {
     let body = parse_json(&body)?;
-    let updated = update_user(&state, &tenant, &id, |_| user::spec_from_scim(&body)).await?;
-    Ok(ScimJson(user::to_scim(&updated, &base)).into_response())
+    let updated = update::<K>(&state, &tenant, &id, |_| K::spec_from_scim(&body)).await?;
+    Ok(ScimJson(Params(params).project(to_scim(updated.as_ref(), &base))).into_response())
 }
 
-async fn user_patch(
+/// PATCH answers 200 with the resource for users, and 204 for groups unless the client asked for
+/// attributes: Entra discourages echoing large member lists (RFC 7644 §3.5.2 allows either).
+async fn modify<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ScimResult {
     let request: PatchRequest = serde_json::from_value(parse_json(&body)?)
         .map_err(|error| ScimError::bad_request(ScimType::InvalidSyntax, format!("not a SCIM PatchOp: {error}")))?;
-    let updated = update_user(&state, &tenant, &id, |current| {
-        let mut resource = user::spec_to_scim(current);
+    let updated = update::<K>(&state, &tenant, &id, |current| {
+        let mut resource = K::spec_to_scim(current);
         resource["id"] = json!(id);
-        let patched = patch::apply(&resource, &request, &schemas::UserSchema)?;
-        user::spec_from_scim(&patched)
+        let patched = patch::apply(&resource, &request, K::schema())?;
+        K::spec_from_scim(&patched)
     })
     .await?;
-    Ok(ScimJson(user::to_scim(&updated, &base)).into_response())
+    let params = Params(params);
+    if K::RESOURCE_TYPE == "Group" && !params.shapes_response() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(ScimJson(params.project(to_scim(updated.as_ref(), &base))).into_response())
 }
 
-/// Read-modify-write of a user's spec with optimistic concurrency: the change is computed from the
-/// current spec and written only if nobody changed the user in between; otherwise it is recomputed.
-/// A failing change writes nothing.
-async fn update_user(
+/// Read-modify-write of a spec with optimistic concurrency: the change is computed from the
+/// current spec and written only if nobody changed the object in between; otherwise it is
+/// recomputed. A failing change writes nothing.
+async fn update<K: Stored>(
     state: &ScimState,
     tenant: &Tenant,
     id: &str,
-    change: impl Fn(&CleanmailUserSpec) -> ScimResult<CleanmailUserSpec>,
-) -> ScimResult<Arc<CleanmailUser>> {
-    let api: Api<CleanmailUser> = Api::namespaced(state.client.clone(), &tenant.namespace);
-    let mut current = find_user(state, tenant, id).await?;
+    change: impl Fn(&K::Spec) -> ScimResult<K::Spec>,
+) -> ScimResult<Arc<K>> {
+    let api = api::<K>(state, tenant);
+    let mut current = find::<K>(state, tenant, id).await?;
     for _ in 0..WRITE_ATTEMPTS {
-        let desired = change(&current.spec)?;
-        if desired == current.spec {
+        let desired = change(current.spec())?;
+        if &desired == current.spec() {
             return Ok(current);
         }
-        check_domain(tenant, &desired)?;
-        if !desired.user_name.eq_ignore_ascii_case(&current.spec.user_name) {
-            ensure_unique(state, tenant, &desired, Some(id))?;
+        K::check(tenant, &desired)?;
+        if !K::unique_value(&desired).eq_ignore_ascii_case(K::unique_value(current.spec())) {
+            ensure_unique::<K>(state, tenant, &desired, Some(id))?;
         }
-        let old = serde_json::to_value(&current.spec).map_err(internal)?;
+        let old = serde_json::to_value(current.spec()).map_err(internal)?;
         let new = serde_json::to_value(&desired).map_err(internal)?;
         let body = json!({
-            "metadata": {"resourceVersion": current.metadata.resource_version},
-            "spec": user::merge_patch(&old, &new),
+            "metadata": {"resourceVersion": current.meta().resource_version},
+            "spec": merge_patch(&old, &new),
         });
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match api.patch(id, &params, &Patch::Merge(&body)).await {
             Ok(updated) => {
-                state.users.apply(updated.clone());
+                K::store(state).apply(updated.clone());
                 return Ok(Arc::new(updated));
             }
             Err(kube::Error::Api(status)) if status.is_conflict() => {
-                let fresh =
-                    api.get_opt(id).await.map_err(api_error)?.filter(|u| u.metadata.deletion_timestamp.is_none());
-                current = Arc::new(fresh.ok_or_else(|| ScimError::not_found(format!("user {id} not found")))?);
+                let fresh = api.get_opt(id).await.map_err(api_error)?;
+                let fresh = fresh.filter(|o| o.meta().deletion_timestamp.is_none());
+                current = Arc::new(fresh.ok_or_else(|| not_found::<K>(id))?);
             }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
-                return Err(ScimError::not_found(format!("user {id} not found")));
-            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(id)),
             Err(error) => return Err(api_error(error)),
         }
     }
-    Err(ScimError::new(StatusCode::CONFLICT, None, "the user is being changed concurrently; retry"))
+    Err(ScimError::new(StatusCode::CONFLICT, None, "the resource is being changed concurrently; retry"))
 }
 
-async fn user_delete(
+async fn remove<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
 ) -> ScimResult {
-    let current = find_user(&state, &tenant, &id).await?;
-    let api: Api<CleanmailUser> = Api::namespaced(state.client.clone(), &tenant.namespace);
-    match api.delete(&id, &DeleteParams::default()).await {
-        Ok(either) => {
-            match either {
-                either::Either::Left(deleting) => state.users.apply(deleting),
-                either::Either::Right(_) => state.users.delete(&current),
-            }
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Err(kube::Error::Api(status)) if status.is_not_found() => {
-            Err(ScimError::not_found(format!("user {id} not found")))
-        }
-        Err(error) => Err(api_error(error)),
+    let current = find::<K>(&state, &tenant, &id).await?;
+    match api::<K>(&state, &tenant).delete(&id, &DeleteParams::default()).await {
+        Ok(either::Either::Left(deleting)) => K::store(&state).apply(deleting),
+        Ok(either::Either::Right(_)) => K::store(&state).delete(&current),
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(&id)),
+        Err(error) => return Err(api_error(error)),
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Whether `id` can be a resource name at all (a DNS subdomain), so junk ids never reach the API server.
@@ -391,7 +430,7 @@ fn api_error(error: kube::Error) -> ScimError {
 }
 
 fn internal(error: serde_json::Error) -> ScimError {
-    ScimError::internal(format!("cannot encode the user: {error}"))
+    ScimError::internal(format!("cannot encode the resource: {error}"))
 }
 
 // === Discovery ===
@@ -401,25 +440,25 @@ async fn service_provider_config(_: Authenticated) -> ScimJson {
 }
 
 async fn schemas_list(_: Authenticated) -> ScimJson {
-    ScimJson(schemas::list_response(vec![schemas::user_schema()], 1, 1))
+    ScimJson(schemas::list_response(vec![schemas::user_schema(), schemas::group_schema()], 2, 1))
 }
 
 async fn schema_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    if id == USER_SCHEMA {
-        Ok(ScimJson(schemas::user_schema()))
-    } else {
-        Err(ScimError::not_found(format!("schema {id} not found")))
+    match id.as_str() {
+        USER_SCHEMA => Ok(ScimJson(schemas::user_schema())),
+        GROUP_SCHEMA => Ok(ScimJson(schemas::group_schema())),
+        _ => Err(ScimError::not_found(format!("schema {id} not found"))),
     }
 }
 
 async fn resource_types_list(_: Authenticated) -> ScimJson {
-    ScimJson(schemas::list_response(vec![schemas::user_resource_type()], 1, 1))
+    ScimJson(schemas::list_response(vec![schemas::user_resource_type(), schemas::group_resource_type()], 2, 1))
 }
 
 async fn resource_type_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    if id == "User" {
-        Ok(ScimJson(schemas::user_resource_type()))
-    } else {
-        Err(ScimError::not_found(format!("resource type {id} not found")))
+    match id.as_str() {
+        "User" => Ok(ScimJson(schemas::user_resource_type())),
+        "Group" => Ok(ScimJson(schemas::group_resource_type())),
+        _ => Err(ScimError::not_found(format!("resource type {id} not found"))),
     }
 }

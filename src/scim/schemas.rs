@@ -10,6 +10,7 @@ use super::{
 };
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
@@ -58,6 +59,37 @@ pub fn user_schema() -> Value {
             ]})),
         ],
         "meta": {"resourceType": "Schema", "location": format!("/Schemas/{USER_SCHEMA}")},
+    })
+}
+
+/// The core Group schema as far as this endpoint models it.
+pub fn group_schema() -> Value {
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": GROUP_SCHEMA,
+        "name": "Group",
+        "description": "A distribution list",
+        "attributes": [
+            with(attribute("displayName", "string", "The group's name; unique per tenant, compared case-insensitively."),
+                 json!({"required": true, "uniqueness": "server"})),
+            with(attribute("members", "complex", "The users whose mailboxes receive the list's mail."), json!({"multiValued": true, "subAttributes": [
+                with(attribute("value", "string", "The member's id."), json!({"caseExact": true, "mutability": "immutable"})),
+                attribute("display", "string", "The member's display name."),
+            ]})),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("/Schemas/{GROUP_SCHEMA}")},
+    })
+}
+
+pub fn group_resource_type() -> Value {
+    json!({
+        "schemas": [RESOURCE_TYPE_SCHEMA],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "Distribution lists",
+        "schema": GROUP_SCHEMA,
+        "meta": {"resourceType": "ResourceType", "location": "/ResourceTypes/Group"},
     })
 }
 
@@ -131,6 +163,11 @@ pub fn user_attribute(attr: &str, sub_attr: Option<&str>) -> Option<AttributeInf
     }
 }
 
+/// A resource type as both the filter and the PATCH engine see it.
+pub trait ResourceSchema: AttributeSchema + PatchSchema + Sync {}
+
+impl<T: AttributeSchema + PatchSchema + Sync> ResourceSchema for T {}
+
 /// The User resource type as the filter and PATCH engines see it.
 pub struct UserSchema;
 
@@ -150,6 +187,51 @@ impl AttributeSchema for UserSchema {
 }
 
 impl PatchSchema for UserSchema {
+    fn attribute(&self, path: &AttrPath) -> Option<AttributeKind> {
+        Self::info(path).map(|info| info.kind)
+    }
+
+    fn case_exact(&self, path: &AttrPath) -> bool {
+        Self::info(path).is_some_and(|info| info.case_exact)
+    }
+}
+
+/// Looks an attribute of the Group resource up by its (case-insensitive) name and sub-attribute.
+pub fn group_attribute(attr: &str, sub_attr: Option<&str>) -> Option<AttributeInfo> {
+    use AttributeKind::*;
+    let info = |case_exact, kind| Some(AttributeInfo { case_exact, kind });
+    let attr = attr.to_ascii_lowercase();
+    let sub = sub_attr.map(str::to_ascii_lowercase);
+    match (attr.as_str(), sub.as_deref()) {
+        ("id", None) | ("meta", _) | ("schemas", None) => info(true, ReadOnly),
+        ("externalid", None) => info(true, String),
+        ("displayname", None) => info(false, String),
+        ("members", None) => info(false, MultiValuedComplex),
+        ("members", Some("value")) => info(true, String),
+        ("members", Some("display")) => info(false, String),
+        _ => None,
+    }
+}
+
+/// The Group resource type as the filter and PATCH engines see it.
+pub struct GroupSchema;
+
+impl GroupSchema {
+    fn info(path: &AttrPath) -> Option<AttributeInfo> {
+        if path.urn.as_deref().is_some_and(|urn| !urn.eq_ignore_ascii_case(GROUP_SCHEMA)) {
+            return None;
+        }
+        group_attribute(&path.attr, path.sub_attr.as_deref())
+    }
+}
+
+impl AttributeSchema for GroupSchema {
+    fn case_exact(&self, path: &AttrPath) -> bool {
+        Self::info(path).is_some_and(|info| info.case_exact)
+    }
+}
+
+impl PatchSchema for GroupSchema {
     fn attribute(&self, path: &AttrPath) -> Option<AttributeKind> {
         Self::info(path).map(|info| info.kind)
     }

@@ -1,6 +1,7 @@
-//! The SCIM read model: every `CleanmailUser`, indexed per tenant namespace by name (the SCIM id),
-//! by lower-cased `userName` and by `externalId`, fed by a watch and by this replica's own writes so
-//! that a read right after a write sees it.
+//! The SCIM read model: every `CleanmailUser` (and `CleanmailGroup`), indexed per tenant namespace
+//! by name (the SCIM id), by its lower-cased unique attribute (`userName`, `displayName`) and by
+//! `externalId`, fed by a watch and by this replica's own writes so that a read right after a write
+//! sees it.
 //!
 //! Objects being deleted are not SCIM-visible: Entra must get 404 after DELETE even while the
 //! controller is still cleaning up the mailbox behind a finalizer.
@@ -15,34 +16,72 @@ use futures::{Stream, StreamExt};
 use kube::{ResourceExt, runtime::watcher};
 use tokio::sync::watch;
 
-use crate::crd::CleanmailUser;
+use crate::crd::{CleanmailGroup, CleanmailUser};
+
+/// A resource the read model can index.
+pub trait Indexed: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// The attribute unique per tenant, lower-cased (RFC 7643: `caseExact` false).
+    fn unique_key(&self) -> String;
+    fn external_id(&self) -> Option<&str>;
+}
+
+impl Indexed for CleanmailUser {
+    fn unique_key(&self) -> String {
+        self.spec.user_name.to_lowercase()
+    }
+    fn external_id(&self) -> Option<&str> {
+        self.spec.external_id.as_deref()
+    }
+}
+
+impl Indexed for CleanmailGroup {
+    fn unique_key(&self) -> String {
+        self.spec.display_name.to_lowercase()
+    }
+    fn external_id(&self) -> Option<&str> {
+        self.spec.external_id.as_deref()
+    }
+}
+
+pub type UserStore = ResourceStore<CleanmailUser>;
+pub type GroupStore = ResourceStore<CleanmailGroup>;
 
 /// How long a deletion is remembered so a late watch event cannot bring the object back.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Default)]
-struct Namespace {
-    by_name: BTreeMap<String, Arc<CleanmailUser>>,
-    by_user_name: HashMap<String, BTreeSet<String>>,
+struct Namespace<K> {
+    by_name: BTreeMap<String, Arc<K>>,
+    by_unique_key: HashMap<String, BTreeSet<String>>,
     by_external_id: HashMap<String, BTreeSet<String>>,
     tombstones: HashMap<String, (u64, Instant)>,
 }
 
-impl Namespace {
-    fn insert(&mut self, user: Arc<CleanmailUser>) {
-        let name = user.name_any();
-        self.remove(&name);
-        self.by_user_name.entry(user.spec.user_name.to_lowercase()).or_default().insert(name.clone());
-        if let Some(external_id) = &user.spec.external_id {
-            self.by_external_id.entry(external_id.clone()).or_default().insert(name.clone());
+impl<K> Default for Namespace<K> {
+    fn default() -> Self {
+        Namespace {
+            by_name: BTreeMap::new(),
+            by_unique_key: HashMap::new(),
+            by_external_id: HashMap::new(),
+            tombstones: HashMap::new(),
         }
-        self.by_name.insert(name, user);
+    }
+}
+
+impl<K: Indexed> Namespace<K> {
+    fn insert(&mut self, object: Arc<K>) {
+        let name = object.name_any();
+        self.remove(&name);
+        self.by_unique_key.entry(object.unique_key()).or_default().insert(name.clone());
+        if let Some(external_id) = object.external_id() {
+            self.by_external_id.entry(external_id.to_string()).or_default().insert(name.clone());
+        }
+        self.by_name.insert(name, object);
     }
 
-    fn remove(&mut self, name: &str) -> Option<Arc<CleanmailUser>> {
+    fn remove(&mut self, name: &str) -> Option<Arc<K>> {
         let old = self.by_name.remove(name)?;
-        remove_from(&mut self.by_user_name, &old.spec.user_name.to_lowercase(), name);
-        if let Some(external_id) = &old.spec.external_id {
+        remove_from(&mut self.by_unique_key, &old.unique_key(), name);
+        if let Some(external_id) = old.external_id() {
             remove_from(&mut self.by_external_id, external_id, name);
         }
         Some(old)
@@ -50,7 +89,7 @@ impl Namespace {
 
     fn is_stale(&self, name: &str, version: Option<u64>) -> bool {
         let Some(version) = version else { return false };
-        let known = self.by_name.get(name).and_then(|u| resource_version(u));
+        let known = self.by_name.get(name).and_then(|u| resource_version(u.as_ref()));
         let buried = self.tombstones.get(name).map(|(v, _)| *v);
         known.into_iter().chain(buried).any(|newest| version < newest)
     }
@@ -75,26 +114,31 @@ fn remove_from(index: &mut HashMap<String, BTreeSet<String>>, key: &str, name: &
 
 /// Resource versions are opaque to clients, but the API server hands them out from one increasing
 /// counter; comparing them is only used to drop events older than what this replica already saw.
-fn resource_version(user: &CleanmailUser) -> Option<u64> {
-    user.metadata.resource_version.as_deref()?.parse().ok()
+fn resource_version<K: kube::Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
 }
 
-/// Shared, cheaply cloneable handle on the read model.
-#[derive(Clone)]
-pub struct UserStore {
-    namespaces: Arc<RwLock<HashMap<String, Namespace>>>,
+/// Shared, cheaply cloneable handle on the read model of one resource kind.
+pub struct ResourceStore<K> {
+    namespaces: Arc<RwLock<HashMap<String, Namespace<K>>>>,
     ready: watch::Sender<bool>,
 }
 
-impl Default for UserStore {
-    fn default() -> Self {
-        UserStore { namespaces: Arc::default(), ready: watch::channel(false).0 }
+impl<K> Clone for ResourceStore<K> {
+    fn clone(&self) -> Self {
+        ResourceStore { namespaces: self.namespaces.clone(), ready: self.ready.clone() }
     }
 }
 
-impl UserStore {
+impl<K> Default for ResourceStore<K> {
+    fn default() -> Self {
+        ResourceStore { namespaces: Arc::default(), ready: watch::channel(false).0 }
+    }
+}
+
+impl<K: Indexed> ResourceStore<K> {
     /// Records an object this replica wrote or observed; an older version than the one held is ignored.
-    pub fn apply(&self, user: CleanmailUser) {
+    pub fn apply(&self, user: K) {
         let Some(namespace) = user.namespace() else { return };
         let name = user.name_any();
         let version = resource_version(&user);
@@ -103,7 +147,7 @@ impl UserStore {
         if ns.is_stale(&name, version) {
             return;
         }
-        if user.metadata.deletion_timestamp.is_some() {
+        if user.meta().deletion_timestamp.is_some() {
             ns.remove(&name);
             ns.bury(&name, version);
         } else {
@@ -113,7 +157,7 @@ impl UserStore {
     }
 
     /// Records that an object is gone.
-    pub fn delete(&self, user: &CleanmailUser) {
+    pub fn delete(&self, user: &K) {
         let Some(namespace) = user.namespace() else { return };
         let name = user.name_any();
         let mut namespaces = self.write();
@@ -126,10 +170,10 @@ impl UserStore {
     }
 
     /// Replaces everything after a (re)list, keeping nothing from before.
-    fn reset(&self, users: Vec<CleanmailUser>) {
-        let mut fresh: HashMap<String, Namespace> = HashMap::new();
+    fn reset(&self, users: Vec<K>) {
+        let mut fresh: HashMap<String, Namespace<K>> = HashMap::new();
         for user in users {
-            if user.metadata.deletion_timestamp.is_some() {
+            if user.meta().deletion_timestamp.is_some() {
                 continue;
             }
             if let Some(namespace) = user.namespace() {
@@ -139,32 +183,28 @@ impl UserStore {
         *self.write() = fresh;
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CleanmailUser>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.read().get(namespace)?.by_name.get(name).cloned()
     }
 
-    /// Users whose `userName` equals `user_name` case-insensitively (RFC 7643: `caseExact` false).
-    pub fn by_user_name(&self, namespace: &str, user_name: &str) -> Vec<Arc<CleanmailUser>> {
-        self.lookup(namespace, |ns| ns.by_user_name.get(&user_name.to_lowercase()))
+    /// Objects whose unique attribute equals `key` case-insensitively.
+    pub fn by_unique_key(&self, namespace: &str, key: &str) -> Vec<Arc<K>> {
+        self.lookup(namespace, |ns| ns.by_unique_key.get(&key.to_lowercase()))
     }
 
-    /// Users whose `externalId` equals `external_id` exactly.
-    pub fn by_external_id(&self, namespace: &str, external_id: &str) -> Vec<Arc<CleanmailUser>> {
+    /// Objects whose `externalId` equals `external_id` exactly.
+    pub fn by_external_id(&self, namespace: &str, external_id: &str) -> Vec<Arc<K>> {
         self.lookup(namespace, |ns| ns.by_external_id.get(external_id))
     }
 
-    fn lookup(
-        &self,
-        namespace: &str,
-        index: impl Fn(&Namespace) -> Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<CleanmailUser>> {
+    fn lookup(&self, namespace: &str, index: impl Fn(&Namespace<K>) -> Option<&BTreeSet<String>>) -> Vec<Arc<K>> {
         let namespaces = self.read();
         let Some(ns) = namespaces.get(namespace) else { return Vec::new() };
         index(ns).map(|names| names.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect()).unwrap_or_default()
     }
 
-    /// Every user of a namespace in id order, for scans and paging.
-    pub fn all(&self, namespace: &str) -> Vec<Arc<CleanmailUser>> {
+    /// Every object of a namespace in id order, for scans and paging.
+    pub fn all(&self, namespace: &str) -> Vec<Arc<K>> {
         self.read().get(namespace).map(|ns| ns.by_name.values().cloned().collect()).unwrap_or_default()
     }
 
@@ -185,7 +225,7 @@ impl UserStore {
     /// Feeds the store from a watch stream until the stream ends.
     pub async fn follow<S>(self, events: S)
     where
-        S: Stream<Item = Result<watcher::Event<CleanmailUser>, watcher::Error>>,
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     {
         let mut relist = Vec::new();
         let mut events = std::pin::pin!(events);
@@ -199,16 +239,16 @@ impl UserStore {
                 }
                 Ok(watcher::Event::Apply(user)) => self.apply(user),
                 Ok(watcher::Event::Delete(user)) => self.delete(&user),
-                Err(error) => tracing::warn!(%error, "user watch failed; retrying"),
+                Err(error) => tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying"),
             }
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Namespace>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Namespace<K>>> {
         self.namespaces.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Namespace>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Namespace<K>>> {
         self.namespaces.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -238,10 +278,10 @@ mod tests {
     fn indexes_user_name_case_insensitively_and_external_id_exactly() {
         let store = UserStore::default();
         store.apply(user("a", "Alice@Contoso.ch", Some("AliceX"), 1));
-        assert_eq!(store.by_user_name("contoso", "alice@contoso.CH").len(), 1);
+        assert_eq!(store.by_unique_key("contoso", "alice@contoso.CH").len(), 1);
         assert_eq!(store.by_external_id("contoso", "AliceX").len(), 1);
         assert!(store.by_external_id("contoso", "alicex").is_empty());
-        assert!(store.by_user_name("fabrikam", "alice@contoso.ch").is_empty());
+        assert!(store.by_unique_key("fabrikam", "alice@contoso.ch").is_empty());
     }
 
     #[test]
@@ -249,8 +289,8 @@ mod tests {
         let store = UserStore::default();
         store.apply(user("a", "alice@contoso.ch", None, 1));
         store.apply(user("a", "bob@contoso.ch", None, 2));
-        assert!(store.by_user_name("contoso", "alice@contoso.ch").is_empty());
-        assert_eq!(store.by_user_name("contoso", "bob@contoso.ch")[0].name_any(), "a");
+        assert!(store.by_unique_key("contoso", "alice@contoso.ch").is_empty());
+        assert_eq!(store.by_unique_key("contoso", "bob@contoso.ch")[0].name_any(), "a");
     }
 
     #[test]
@@ -271,6 +311,6 @@ mod tests {
         assert!(store.get("contoso", "a").is_none());
         store.apply(user("a", "alice@contoso.ch", None, 2));
         assert!(store.get("contoso", "a").is_none());
-        assert!(store.by_user_name("contoso", "alice@contoso.ch").is_empty());
+        assert!(store.by_unique_key("contoso", "alice@contoso.ch").is_empty());
     }
 }

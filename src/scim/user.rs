@@ -1,35 +1,56 @@
 //! Mapping between `CleanmailUser` resources and SCIM User representations. Values are stored
 //! exactly as the client sent them (Entra patches every cycle when it reads back something else).
 
-use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
 use super::{
     error::{ScimError, ScimType},
-    schemas::USER_SCHEMA,
+    resource::{ScimResource, boolean, field, invalid, string},
+    schemas::{self, USER_SCHEMA},
 };
-use crate::crd::{CleanmailUser, CleanmailUserSpec, Email, PersonName};
+use crate::{
+    crd::{CleanmailUser, CleanmailUserSpec, Email, PersonName},
+    tenant::Tenant,
+};
 
-/// The field manager of every write the SCIM edge makes.
-pub const FIELD_MANAGER: &str = "cleanmail-scim";
+impl ScimResource for CleanmailUser {
+    type Spec = CleanmailUserSpec;
+    const RESOURCE_TYPE: &'static str = "User";
+    const ENDPOINT: &'static str = "Users";
+    const UNIQUE_ATTRIBUTE: &'static str = "userName";
 
-/// The SCIM representation of a user; `base_url` is the SCIM root the client used.
-pub fn to_scim(user: &CleanmailUser, base_url: &str) -> Value {
-    let id = user.name_any();
-    let mut resource = spec_to_scim(&user.spec);
-    resource["id"] = json!(id);
-    let created = user.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
-    let mut meta = json!({
-        "resourceType": "User",
-        "location": format!("{base_url}/Users/{id}"),
-        "version": format!("W/\"{}\"", user.metadata.generation.unwrap_or(1)),
-    });
-    if let Some(created) = &created {
-        meta["created"] = json!(created);
-        meta["lastModified"] = json!(last_modified(user).unwrap_or_else(|| created.clone()));
+    fn spec(&self) -> &CleanmailUserSpec {
+        &self.spec
     }
-    resource["meta"] = meta;
-    resource
+    fn build(name: &str, spec: CleanmailUserSpec) -> Self {
+        CleanmailUser::new(name, spec)
+    }
+    fn spec_to_scim(spec: &CleanmailUserSpec) -> Value {
+        spec_to_scim(spec)
+    }
+    fn spec_from_scim(body: &Value) -> Result<CleanmailUserSpec, ScimError> {
+        spec_from_scim(body)
+    }
+    fn unique_value(spec: &CleanmailUserSpec) -> &str {
+        &spec.user_name
+    }
+    /// A tenant provisions only addresses in its own domains.
+    fn check(tenant: &Tenant, spec: &CleanmailUserSpec) -> Result<(), ScimError> {
+        if tenant.allows(&spec.user_name) {
+            return Ok(());
+        }
+        Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!(
+                "userName {:?} is not a mail address in this tenant's domains ({})",
+                spec.user_name,
+                tenant.domains.join(", ")
+            ),
+        ))
+    }
+    fn schema() -> &'static dyn schemas::ResourceSchema {
+        &schemas::UserSchema
+    }
 }
 
 /// The spec's attributes in SCIM form, without `id` and `meta`.
@@ -52,19 +73,6 @@ pub fn spec_to_scim(spec: &CleanmailUserSpec) -> Value {
         resource["emails"] = serde_json::to_value(&spec.emails).unwrap_or_default();
     }
     resource
-}
-
-/// When the user's spec last changed: the newest time any writer other than a status writer touched it.
-fn last_modified(user: &CleanmailUser) -> Option<String> {
-    user.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
-        .filter_map(|entry| entry.time.as_ref())
-        .map(|time| time.0)
-        .max()
-        .map(|time| time.to_string())
 }
 
 /// Reads a SCIM User representation (as sent with POST or PUT, or produced by PATCH) into a spec.
@@ -90,38 +98,6 @@ pub fn spec_from_scim(body: &Value) -> Result<CleanmailUserSpec, ScimError> {
         name: person_name(object)?,
         emails: emails(object)?,
     })
-}
-
-fn invalid(detail: impl Into<String>) -> ScimError {
-    ScimError::bad_request(ScimType::InvalidValue, detail)
-}
-
-fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v).filter(|v| !v.is_null())
-}
-
-fn string(object: &Map<String, Value>, name: &str) -> Result<Option<String>, ScimError> {
-    match field(object, name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid(format!("{name} must be a string, not {other}"))),
-    }
-}
-
-/// Booleans arrive as JSON booleans or, from Entra, as the strings "True"/"False".
-pub fn coerce_boolean(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
-fn boolean(object: &Map<String, Value>, name: &str) -> Result<Option<bool>, ScimError> {
-    field(object, name)
-        .map(|value| coerce_boolean(value).ok_or_else(|| invalid(format!("{name} must be a boolean, not {value}"))))
-        .transpose()
 }
 
 fn person_name(object: &Map<String, Value>) -> Result<Option<PersonName>, ScimError> {
@@ -151,38 +127,10 @@ fn emails(object: &Map<String, Value>) -> Result<Vec<Email>, ScimError> {
         .collect()
 }
 
-/// A Kubernetes object name derived from a `userName`, so identical concurrent creates collide at
-/// the API server (which makes exactly one of them win) and `kubectl get` stays readable.
-pub fn object_name(user_name: &str) -> String {
-    let mapped: String = user_name
-        .to_lowercase()
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '.' => c.to_string(),
-            '@' => "-at-".to_string(),
-            _ => "-".to_string(),
-        })
-        .collect();
-    let mut name = String::new();
-    for segment in mapped.split('.') {
-        let segment = segment.trim_matches('-');
-        if segment.is_empty() {
-            continue;
-        }
-        if name.len() + segment.len() + 1 > 240 {
-            break;
-        }
-        if !name.is_empty() {
-            name.push('.');
-        }
-        name.push_str(segment);
-    }
-    if name.is_empty() { "user".to_string() } else { name }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::resource::object_name;
 
     #[test]
     fn entra_create_body_maps_to_spec_and_back() {
@@ -235,46 +183,6 @@ mod tests {
         assert_eq!(object_name("_x..y@@z_"), "x.y-at--at-z");
         assert_eq!(object_name("..."), "user");
         assert!(object_name(&"a".repeat(500)).len() <= 253);
-    }
-}
-
-/// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed members with their new
-/// value, removed members as `null`. Used so the SCIM writer sends only the fields it changes.
-pub fn merge_patch(old: &Value, new: &Value) -> Value {
-    match (old, new) {
-        (Value::Object(old), Value::Object(new)) => {
-            let mut patch = Map::new();
-            for (key, old_value) in old {
-                match new.get(key) {
-                    None => {
-                        patch.insert(key.clone(), Value::Null);
-                    }
-                    Some(new_value) if new_value != old_value => {
-                        patch.insert(key.clone(), merge_patch(old_value, new_value));
-                    }
-                    Some(_) => {}
-                }
-            }
-            for (key, new_value) in new {
-                if !old.contains_key(key) {
-                    patch.insert(key.clone(), new_value.clone());
-                }
-            }
-            Value::Object(patch)
-        }
-        _ => new.clone(),
-    }
-}
-
-#[cfg(test)]
-mod merge_patch_tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_sets_changes_and_nulls_removals() {
-        let old = json!({"a": 1, "b": {"c": 1, "d": 2}, "e": [1], "f": "x"});
-        let new = json!({"a": 1, "b": {"c": 2}, "e": [1, 2], "g": true});
-        assert_eq!(merge_patch(&old, &new), json!({"b": {"c": 2, "d": null}, "e": [1, 2], "f": null, "g": true}));
     }
 }
 
