@@ -5,6 +5,7 @@
 //! requeue with capped exponential backoff; a spec that cannot work waits for a change.
 
 pub mod conditions;
+mod group;
 mod tenant;
 mod user;
 
@@ -27,7 +28,7 @@ use kube::{
 
 use crate::{
     backend::{BackendError, BackendRegistry},
-    crd::{CleanmailTenant, CleanmailUser},
+    crd::{CleanmailGroup, CleanmailTenant, CleanmailUser},
     tenant::TenantRegistry,
 };
 
@@ -69,6 +70,8 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The user controller's cache, set when the controllers start.
+    users: std::sync::OnceLock<kube::runtime::reflector::Store<CleanmailUser>>,
 }
 
 impl Context {
@@ -80,6 +83,7 @@ impl Context {
             tenants,
             backends,
             failures: Mutex::default(),
+            users: std::sync::OnceLock::new(),
         }
     }
 
@@ -101,6 +105,24 @@ impl Context {
         *count = count.saturating_add(1);
         Duration::from_secs(1u64 << (*count - 1).min(9)).min(MAX_BACKOFF)
     }
+}
+
+/// Writes `status` through the status subresource with server-side apply, as the controller's
+/// field manager (which owns the whole status, so omitted fields are removed).
+async fn apply_status<K>(ctx: &Context, object: &K, status: &impl serde::Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), object.meta().namespace.as_deref().unwrap_or_default());
+    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    api.patch_status(name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&body))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -128,8 +150,15 @@ pub async fn run(
     let users =
         Controller::new(Api::<CleanmailUser>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
             .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone());
+    // Groups resolve their members through the user controller's cache.
+    let _ = ctx.users.set(users.store());
+    let users = users.run(user::reconcile, error_policy, ctx.clone()).for_each(log_outcome);
+    let groups =
+        Controller::new(Api::<CleanmailGroup>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+            .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone())
-            .run(user::reconcile, error_policy, ctx.clone())
+            .run(group::reconcile, error_policy, ctx.clone())
             .for_each(log_outcome);
     let tenants =
         Controller::new(Api::<CleanmailTenant>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
@@ -137,7 +166,7 @@ pub async fn run(
             .graceful_shutdown_on(shutdown)
             .run(tenant::reconcile, error_policy, ctx.clone())
             .for_each(log_outcome);
-    futures::join!(users, tenants);
+    futures::join!(users, groups, tenants);
 }
 
 async fn log_outcome<K, E: std::fmt::Display, W: std::fmt::Display>(

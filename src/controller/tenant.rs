@@ -3,15 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-};
-use serde_json::json;
+use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
-    Context, Error, FIELD_MANAGER, Result,
+    Context, Result,
     conditions::{self, Observed},
 };
 use crate::{
@@ -31,11 +26,7 @@ pub async fn reconcile(tenant: Arc<CleanmailTenant>, ctx: Arc<Context>) -> Resul
         conditions: conditions::merge(&old.conditions, &observed, generation, Timestamp::now()),
     };
     if status != old {
-        let api: Api<CleanmailTenant> = Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
-        let body = json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailTenant", "status": status});
-        api.patch_status(&tenant.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await
-            .map_err(Error::Kube)?;
+        super::apply_status(&ctx, tenant.as_ref(), &status).await?;
     }
     Ok(Action::requeue(RECHECK))
 }

@@ -5,17 +5,15 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
     },
 };
-use serde_json::json;
 
 use super::{
-    Context, Error, FIELD_MANAGER, RECHECK, RESYNC, Result, USER_FINALIZER,
+    Context, Error, RECHECK, RESYNC, Result, USER_FINALIZER,
     conditions::{self, Observed},
     object_key,
 };
@@ -208,12 +206,7 @@ async fn write_status(
     if status == old {
         return Ok(());
     }
-    let api: Api<CleanmailUser> = Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
-    let body = json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailUser", "status": status});
-    api.patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::Kube)?;
-    Ok(())
+    super::apply_status(ctx, user, &status).await
 }
 
 #[cfg(test)]
