@@ -53,9 +53,9 @@ use serde::{Deserialize, Serialize};
 pub struct CleanmailUserSpec {
     /// SCIM `userName`: the user's mail address, unique per tenant compared case-insensitively, kept exactly as the client sent it.
     pub user_name: String,
-    /// SCIM `active`: false disables the mailbox (mail is kept); true enables it.
-    #[serde(default = "default_true")]
-    pub active: bool,
+    /// SCIM `active`: false disables the mailbox (mail is kept); true, or unassigned, enables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
     /// SCIM `externalId`: the identifier the provisioning client uses for this user (Entra maps `mailNickname` here). Compared case-sensitively.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
@@ -68,10 +68,6 @@ pub struct CleanmailUserSpec {
     /// SCIM `emails`: the user's mail addresses as the client describes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<Email>,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// The components of a person's name (SCIM `name`).

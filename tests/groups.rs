@@ -13,7 +13,7 @@ use support::{
     scim::{Scim, assert_scim_error, entra_user},
 };
 
-const CONVERGE: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_secs(120);
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// The documented Postfix `virtual_alias_maps` query, as Postfix runs it for `list`.

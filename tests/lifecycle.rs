@@ -14,7 +14,7 @@ use support::{
     scim::{Scim, assert_scim_error, entra_user},
 };
 
-const CONVERGE: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_secs(120);
 
 /// `Some((active, display_name))` of the mailbox row for `address`, `None` when there is none.
 async fn mailbox_row(address: &str) -> Option<(i64, Option<String>)> {
@@ -336,7 +336,7 @@ async fn paging_put_and_events_behave_as_entra_expects() {
         stored.spec,
         cleanmail_operator::crd::CleanmailUserSpec {
             user_name: "hank@paging.ch".into(),
-            active: false,
+            active: Some(false),
             ..Default::default()
         }
     );

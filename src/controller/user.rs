@@ -65,7 +65,7 @@ pub fn plan(user: &CleanmailUser, tenant: Option<&Tenant>) -> Result<DesiredAcco
         account_id,
         address: user.spec.user_name.to_lowercase(),
         display_name: user.spec.display_name.clone(),
-        enabled: user.spec.active,
+        enabled: user.spec.active != Some(false),
     })
 }
 
@@ -221,8 +221,10 @@ mod tests {
     }
 
     fn user(user_name: &str, active: bool) -> CleanmailUser {
-        let mut user =
-            CleanmailUser::new("u", CleanmailUserSpec { user_name: user_name.into(), active, ..Default::default() });
+        let mut user = CleanmailUser::new(
+            "u",
+            CleanmailUserSpec { user_name: user_name.into(), active: Some(active), ..Default::default() },
+        );
         user.metadata.namespace = Some("contoso".into());
         user.metadata.uid = Some("uid-1".into());
         user

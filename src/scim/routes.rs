@@ -9,7 +9,7 @@ use axum::{
     extract::{FromRequestParts, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -93,6 +93,10 @@ fn scim_routes() -> Router<Arc<ScimState>> {
                 .patch(modify::<CleanmailGroup>)
                 .delete(remove::<CleanmailGroup>),
         )
+        // Searching by POST (RFC 7644 §3.4.3) is optional and not offered.
+        .route("/.search", post(search_not_implemented))
+        .route("/Users/.search", post(search_not_implemented))
+        .route("/Groups/.search", post(search_not_implemented))
         .route("/ServiceProviderConfig", get(service_provider_config))
         .route("/Schemas", get(schemas_list))
         .route("/Schemas/{id}", get(schema_get))
@@ -434,6 +438,10 @@ fn internal(error: serde_json::Error) -> ScimError {
 }
 
 // === Discovery ===
+
+async fn search_not_implemented(_: Authenticated) -> ScimError {
+    ScimError::new(StatusCode::NOT_IMPLEMENTED, None, "searching with POST is not supported; use GET with filter")
+}
 
 async fn service_provider_config(_: Authenticated) -> ScimJson {
     ScimJson(schemas::service_provider_config())

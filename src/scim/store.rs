@@ -264,7 +264,7 @@ mod tests {
             name,
             CleanmailUserSpec {
                 user_name: user_name.into(),
-                active: true,
+                active: Some(true),
                 external_id: external_id.map(Into::into),
                 ..Default::default()
             },

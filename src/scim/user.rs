@@ -58,8 +58,10 @@ pub fn spec_to_scim(spec: &CleanmailUserSpec) -> Value {
     let mut resource = json!({
         "schemas": [USER_SCHEMA],
         "userName": spec.user_name,
-        "active": spec.active,
     });
+    if let Some(active) = spec.active {
+        resource["active"] = json!(active);
+    }
     if let Some(external_id) = &spec.external_id {
         resource["externalId"] = json!(external_id);
     }
@@ -92,7 +94,7 @@ pub fn spec_from_scim(body: &Value) -> Result<CleanmailUserSpec, ScimError> {
         string(object, "userName")?.filter(|s| !s.trim().is_empty()).ok_or_else(|| invalid("userName is required"))?;
     Ok(CleanmailUserSpec {
         user_name,
-        active: boolean(object, "active")?.unwrap_or(true),
+        active: boolean(object, "active")?,
         external_id: string(object, "externalId")?,
         display_name: string(object, "displayName")?,
         name: person_name(object)?,
@@ -158,7 +160,7 @@ mod tests {
     fn string_booleans_and_case_insensitive_names_are_accepted() {
         let spec = spec_from_scim(&json!({"USERNAME": "a@b.ch", "Active": "False"})).expect("valid");
         assert_eq!(spec.user_name, "a@b.ch");
-        assert!(!spec.active);
+        assert_eq!(spec.active, Some(false));
     }
 
     #[test]
@@ -207,7 +209,8 @@ mod entra_patch_tests {
     /// The shapes of ENTRA.md items 8–14, in one sequence, on the real User schema.
     #[test]
     fn entra_patch_shapes_leave_the_spec_as_the_rfc_reading_says() {
-        let start = CleanmailUserSpec { user_name: "alice@contoso.ch".into(), active: true, ..Default::default() };
+        let start =
+            CleanmailUserSpec { user_name: "alice@contoso.ch".into(), active: Some(true), ..Default::default() };
         let spec = patched(
             &start,
             json!([
@@ -232,7 +235,7 @@ mod entra_patch_tests {
             spec,
             CleanmailUserSpec {
                 user_name: "alice@contoso.ch".into(),
-                active: false,
+                active: Some(false),
                 display_name: Some("Alice Wonder".into()),
                 name: Some(PersonName {
                     given_name: Some("Alice".into()),
@@ -254,12 +257,15 @@ mod entra_patch_tests {
                    {"op": "replace", "path": "active", "value": true}]),
         )
         .expect("rename");
-        assert_eq!(renamed, CleanmailUserSpec { user_name: "alice.wonder@contoso.ch".into(), active: true, ..spec });
+        assert_eq!(
+            renamed,
+            CleanmailUserSpec { user_name: "alice.wonder@contoso.ch".into(), active: Some(true), ..spec }
+        );
     }
 
     #[test]
     fn read_only_attributes_and_bad_values_are_refused() {
-        let start = CleanmailUserSpec { user_name: "a@contoso.ch".into(), active: true, ..Default::default() };
+        let start = CleanmailUserSpec { user_name: "a@contoso.ch".into(), active: Some(true), ..Default::default() };
         let error =
             patched(&start, json!([{"op": "replace", "path": "id", "value": "x"}])).expect_err("id is read-only");
         assert_eq!(error.scim_type, Some(ScimType::Mutability));
