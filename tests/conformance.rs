@@ -175,10 +175,7 @@ fn known_differences(tool: &str) -> BTreeMap<String, String> {
             continue;
         }
         let name = cells[1].trim_matches('`').to_string();
-        assert!(
-            listed.insert(name.clone(), cells[2].to_string()).is_none(),
-            "{DOC} lists `{name}` of {tool} twice"
-        );
+        assert!(listed.insert(name.clone(), cells[2].to_string()).is_none(), "{DOC} lists `{name}` of {tool} twice");
     }
     listed
 }

@@ -77,3 +77,33 @@ echo "install-deps: helm: $helm_bin" >&2
 controlplane_dir="$("$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/controlplane/build.sh")"
 echo "install-deps: etcd, kube-apiserver, kubectl: $controlplane_dir" >&2
 # --- end control plane ---
+
+# --- conformance checkers ---
+# The PyPI packages scim2-tester and scim-sanity (tests/conformance.rs runs them against the SCIM
+# endpoint), pinned with every dependency in tests/conformance/requirements.txt, in a venv of their
+# own under ${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/venv-conformance. A stamp holding the
+# requirements' checksum makes later runs a no-op until the pins change.
+conformance_requirements="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/conformance/requirements.txt"
+conformance_venv="${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/venv-conformance"
+conformance_sum="$(sha256sum "$conformance_requirements" | cut -d' ' -f1)"
+if [[ "$(cat "$conformance_venv/.requirements.sha256" 2>/dev/null)" != "$conformance_sum" \
+      || ! -x "$conformance_venv/bin/python" ]]; then
+  echo "install-deps: installing scim2-tester and scim-sanity into $conformance_venv" >&2
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "install-deps: python3 >= 3.11 is needed for the conformance checkers" >&2
+    exit 1
+  fi
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends python3-venv
+  fi
+  rm -rf "$conformance_venv"
+  python3 -m venv "$conformance_venv"
+  "$conformance_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$conformance_requirements"
+  "$conformance_venv/bin/python" -m pip check >/dev/null
+  echo "$conformance_sum" >"$conformance_venv/.requirements.sha256"
+fi
+echo "install-deps: scim2-tester, scim-sanity: $conformance_venv" >&2
+# --- end conformance checkers ---

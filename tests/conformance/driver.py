@@ -38,9 +38,9 @@ def run_scim2_tester(url, token, domain, timeout):
     from scim2_tester import Status, check_server
 
     # scim2-tester fills `userName` (like every string without examples) with a bare UUID and has
-    # no option to change it. The endpoint accepts only addresses in the tenant's domains (RFC 7644
-    # §3.3 lets a service provider refuse values it cannot accept), so userName values are given
-    # as fresh addresses in the tenant's domain; every other generated value is the tool's own.
+    # no option to change it. The endpoint accepts only addresses in the tenant's domains and
+    # answers anything else with 400 invalidValue (RFC 7644 §3.12), so userName values are given as
+    # fresh addresses in the tenant's domain; every other generated value is the tool's own.
     original = scim2_tester.filling.get_random_example_value
 
     def example_value(path):
@@ -55,14 +55,30 @@ def run_scim2_tester(url, token, domain, timeout):
     results = check_server(client)
 
     passing = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}
+    # How many results each checker gave, to name the results of those that give several.
+    per_checker = {}
+    for result in results:
+        per_checker[(result.resource_type, result.title)] = per_checker.get((result.resource_type, result.title), 0) + 1
+    position = {}
     checks = []
     for result in results:
+        key = (result.resource_type, result.title)
+        position[key] = position.get(key, 0) + 1
         name = result.title or "?"
         if result.resource_type:
             name = f"{result.resource_type}.{name}"
         data = result.data if isinstance(result.data, dict) else {}
+        reason = str(result.reason or "")
+        first_word = reason.split(" ", 1)[0]
         if isinstance(data.get("urn"), str):
+            # PATCH checkers: one result per attribute.
             name = f"{name}[{data['urn']}]"
+        elif result.title and result.title.endswith("_with_attributes") and per_checker[key] == 2:
+            # One request with `attributes`, then one with `excludedAttributes`, in that order.
+            name = f"{name}[{('attributes', 'excludedAttributes')[position[key] - 1]}]"
+        elif first_word in ("GET", "POST", "PUT", "PATCH", "DELETE") and per_checker[key] > 1:
+            # `*_endpoint_methods`: one result per HTTP method.
+            name = f"{name}[{first_word}]"
         if result.status == Status.SKIPPED:
             outcome = "skip"
         elif result.status in passing:
@@ -70,7 +86,7 @@ def run_scim2_tester(url, token, domain, timeout):
         else:
             outcome = "fail"
         checks.append(
-            {"name": name, "outcome": outcome, "status": result.status.name, "detail": str(result.reason or "")}
+            {"name": name, "outcome": outcome, "status": result.status.name, "detail": reason}
         )
     return _unique(checks)
 
