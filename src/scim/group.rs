@@ -17,6 +17,8 @@ impl ScimResource for CleanmailGroup {
     const RESOURCE_TYPE: &'static str = "Group";
     const ENDPOINT: &'static str = "Groups";
     const UNIQUE_ATTRIBUTE: &'static str = "displayName";
+    /// Entra discourages echoing (possibly huge) member lists.
+    const PATCH_ANSWERS_NO_CONTENT: bool = true;
 
     fn spec(&self) -> &CleanmailGroupSpec {
         &self.spec

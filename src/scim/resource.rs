@@ -27,6 +27,9 @@ pub trait ScimResource:
     const ENDPOINT: &'static str;
     /// The attribute unique per tenant (compared case-insensitively).
     const UNIQUE_ATTRIBUTE: &'static str;
+    /// Whether a successful PATCH answers 204 rather than echoing the resource (RFC 7644 §3.5.2
+    /// allows either), unless the client asks for attributes.
+    const PATCH_ANSWERS_NO_CONTENT: bool = false;
 
     fn spec(&self) -> &Self::Spec;
     fn build(name: &str, spec: Self::Spec) -> Self;

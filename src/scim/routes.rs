@@ -333,8 +333,8 @@ async fn replace<K: Stored>(
     Ok(ScimJson(Params(params).project(to_scim(updated.as_ref(), &base))).into_response())
 }
 
-/// PATCH answers 200 with the resource for users, and 204 for groups unless the client asked for
-/// attributes: Entra discourages echoing large member lists (RFC 7644 §3.5.2 allows either).
+/// PATCH answers 200 with the resource, or 204 where the resource type prefers it and the client
+/// asked for no attributes.
 async fn modify<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
@@ -353,7 +353,7 @@ async fn modify<K: Stored>(
     })
     .await?;
     let params = Params(params);
-    if K::RESOURCE_TYPE == "Group" && !params.shapes_response() {
+    if K::PATCH_ANSWERS_NO_CONTENT && !params.shapes_response() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     Ok(ScimJson(params.project(to_scim(updated.as_ref(), &base))).into_response())
