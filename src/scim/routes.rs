@@ -31,6 +31,8 @@ use crate::{
     tenant::{Tenant, TenantRegistry},
 };
 
+/// The largest request body accepted (a 10,000-member group PATCH is well below it).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// How often a read-modify-write is retried when another writer changed the object in between.
 const WRITE_ATTEMPTS: usize = 5;
 /// The SCIM roots this endpoint answers on: the RFC-style path and the Cleanmail tenant-URL form.
@@ -72,7 +74,11 @@ pub fn router(state: ScimState) -> Router {
     for root in SCIM_ROOTS {
         router = router.nest(root, scim_routes().layer(Extension(Root(root))));
     }
-    router.layer(axum::middleware::map_response(super::error::ensure_scim_error_body)).with_state(state)
+    router
+        // Refuses an announced oversized body before reading any of it.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(super::error::ensure_scim_error_body))
+        .with_state(state)
 }
 
 fn scim_routes() -> Router<Arc<ScimState>> {
