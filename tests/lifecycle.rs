@@ -139,11 +139,8 @@ async fn retain_policy_keeps_the_mailbox_after_delete() {
     let (namespace, token) = cluster::tenant(&client, "retain", &["retain.ch"], "Retain").await;
     let scim = Scim::new(&operator.scim_url, &token);
     let users: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
-    let created = eventually("tenant usable", CONVERGE, || async {
-        let reply = scim.post("/Users", &entra_user("bob@retain.ch", "bob")).await;
-        (reply.status != 401 && reply.status != 503).then_some(reply)
-    })
-    .await;
+    scim.wait_until_usable().await;
+    let created = scim.post("/Users", &entra_user("bob@retain.ch", "bob")).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_string();
     wait_for_reason(&users, &id, "MailboxProvisioned").await;
@@ -158,7 +155,7 @@ async fn concurrent_identical_creates_yield_exactly_one_user() {
     let client = cluster::client().await;
     let (namespace, token) = cluster::tenant(&client, "race", &["race.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
 
     let body = entra_user("carol@race.ch", "carol");
     let replies = join_all((0..10).map(|_| scim.post("/Users", &body))).await;
@@ -177,7 +174,7 @@ async fn bad_input_gets_a_scim_error_and_writes_nothing() {
     let client = cluster::client().await;
     let (namespace, token) = cluster::tenant(&client, "badinput", &["badinput.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
 
     assert_scim_error(&scim.post("/Users", &entra_user("dave@elsewhere.ch", "dave")).await, 400, Some("invalidValue"));
     assert_scim_error(
@@ -222,7 +219,7 @@ async fn renamed_users_keep_their_id_and_their_uniqueness() {
     let client = cluster::client().await;
     let (_namespace, token) = cluster::tenant(&client, "rename", &["rename.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
 
     let created = scim.post("/Users", &entra_user("frank@rename.ch", "frank")).await;
     let id = created.body["id"].as_str().expect("id").to_string();
@@ -276,11 +273,8 @@ async fn kubectl_shows_users_with_ready_and_reason_and_explains_the_spec() {
     let client = cluster::client().await;
     let (namespace, token) = cluster::tenant(&client, "kubectl", &["kubectl.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    let created = eventually("tenant usable", CONVERGE, || async {
-        let reply = scim.post("/Users", &entra_user("gina@kubectl.ch", "gina")).await;
-        (reply.status != 401 && reply.status != 503).then_some(reply)
-    })
-    .await;
+    scim.wait_until_usable().await;
+    let created = scim.post("/Users", &entra_user("gina@kubectl.ch", "gina")).await;
     let id = created.body["id"].as_str().expect("id").to_string();
     let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
     wait_for_reason(&users, &id, "MailboxProvisioned").await;
@@ -305,7 +299,7 @@ async fn paging_put_and_events_behave_as_entra_expects() {
     let client = cluster::client().await;
     let (namespace, token) = cluster::tenant(&client, "paging", &["paging.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
     let mut ids = Vec::new();
     for name in ["hank", "ines", "jo"] {
         let reply = scim.post("/Users", &entra_user(&format!("{name}@paging.ch"), name)).await;
@@ -372,11 +366,8 @@ async fn an_unreachable_backend_surfaces_as_a_condition() {
     )
     .await;
     let scim = Scim::new(&operator.scim_url, &token);
-    let created = eventually("tenant usable", CONVERGE, || async {
-        let reply = scim.post("/Users", &entra_user("kim@down.ch", "kim")).await;
-        (reply.status != 401 && reply.status != 503).then_some(reply)
-    })
-    .await;
+    scim.wait_until_usable().await;
+    let created = scim.post("/Users", &entra_user("kim@down.ch", "kim")).await;
     assert_eq!(created.status, 201, "SCIM never depends on the backend: {}", created.body);
     let id = created.body["id"].as_str().expect("id").to_string();
     let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
@@ -395,11 +386,8 @@ async fn a_postgres_tenant_provisions_mailboxes_dovecot_resolves() {
         cluster::tenant_with_backend(&client, "pg", &["fabrikam.ch"], "Delete", Some(&postgres.url)).await;
     let scim = Scim::new(&operator.scim_url, &token);
     let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
-    let created = eventually("tenant usable", CONVERGE, || async {
-        let reply = scim.post("/Users", &entra_user("Lena@Fabrikam.ch", "lena")).await;
-        (reply.status != 401 && reply.status != 503).then_some(reply)
-    })
-    .await;
+    scim.wait_until_usable().await;
+    let created = scim.post("/Users", &entra_user("Lena@Fabrikam.ch", "lena")).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_string();
     wait_for_reason(&users, &id, "MailboxProvisioned").await;
@@ -420,7 +408,7 @@ async fn malformed_requests_get_scim_errors_too() {
     let client = cluster::client().await;
     let (_namespace, token) = cluster::tenant(&client, "malformed", &["malformed.ch"], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
 
     assert_scim_error(&scim.get("/Users?filter=%ZZ").await, 400, Some("invalidFilter"));
     assert_scim_error(&scim.get("/Users/%FF%FE").await, 400, Some("invalidSyntax"));

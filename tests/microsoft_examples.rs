@@ -27,17 +27,14 @@
 
 mod support;
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{
-    cluster::{self, eventually},
+    cluster,
     scim::{Reply, Scim},
 };
 
 const FIXTURE: &str = include_str!("fixtures/microsoft-scim-examples.json");
-const CONVERGE: Duration = Duration::from_secs(60);
 
 /// The userName of the document's user examples (not a mail address).
 const DOC_USER_NAME: &str = "Test_User_00aa00aa-bb11-cc22-dd33-44ee44ee44ee";
@@ -262,7 +259,7 @@ async fn usable_tenant(prefix: &str, domain: &str) -> Replay {
     let client = cluster::client().await;
     let (_namespace, token) = cluster::tenant(&client, prefix, &[domain], "Delete").await;
     let scim = Scim::new(&operator.scim_url, &token);
-    eventually("tenant usable", CONVERGE, || async { (scim.get("/Users").await.status == 200).then_some(()) }).await;
+    scim.wait_until_usable().await;
     let mut replay = Replay::new(scim);
     replay.alias(DOC_USER_NAME, &format!("{DOC_USER_NAME}@{domain}"));
     replay

@@ -42,6 +42,14 @@ impl Scim {
         Reply { status, content_type, location, body }
     }
 
+    /// Waits until the operator has loaded this token's tenant (GET /Users answers 200).
+    pub async fn wait_until_usable(&self) {
+        super::cluster::eventually("tenant usable", std::time::Duration::from_secs(120), || async {
+            (self.get("/Users").await.status == 200).then_some(())
+        })
+        .await;
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None).await
     }
