@@ -8,6 +8,7 @@
 //! Attributes the resource type does not model are ignored rather than refused, so Entra can
 //! send its full attribute mapping without failing on the parts this product does not store.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
@@ -159,11 +160,14 @@ struct Target {
     /// The attribute, with the sub-attribute when one is addressed; core URNs are dropped.
     path: AttrPath,
     filter: Option<Filter>,
+    /// The path as the client wrote it, so error messages name what was sent.
+    text: String,
 }
 
 impl Target {
     fn plain(path: AttrPath) -> Self {
-        Self { path: without_core_urn(path), filter: None }
+        let text = path.to_string();
+        Self { path: without_core_urn(path), filter: None, text }
     }
 }
 
@@ -190,7 +194,7 @@ fn parse_path(text: &str) -> Result<Target, PatchError> {
         "" => base,
         rest => base.with_sub(trailing_sub_attr(rest).ok_or_else(|| invalid("bad text after ']'"))?),
     };
-    Ok(Target { path: without_core_urn(path), filter: Some(value_filter) })
+    Ok(Target { path: without_core_urn(path), filter: Some(value_filter), text: text.to_owned() })
 }
 
 /// The `]` that closes the `[` at `open`, skipping brackets inside string literals.
@@ -384,7 +388,7 @@ impl Engine<'_> {
         let existing = container(root, &parent).and_then(|c| get_in(c, &parent.attr));
         let matched = self.matching(existing.map(as_items).unwrap_or_default(), &parent, value_filter);
         let created =
-            if matched.is_empty() { Some(self.new_element(op, &parent, value_filter, update.clone())?) } else { None };
+            if matched.is_empty() { Some(self.new_element(op, target, value_filter, update.clone())?) } else { None };
         with_container(root, &parent, |c| {
             with_array(c, &parent.attr, |items| {
                 for index in &matched {
@@ -392,7 +396,7 @@ impl Engine<'_> {
                         update.iter().for_each(|(k, v)| put(element, k, v.clone()));
                     }
                 }
-                items.extend(created.map(Value::Object));
+                items.extend(created);
             });
         });
         Ok(())
@@ -417,18 +421,26 @@ impl Engine<'_> {
     fn new_element(
         &self,
         op: PatchOpKind,
-        parent: &AttrPath,
+        target: &Target,
         value_filter: &Filter,
         update: Object,
-    ) -> Result<Object, PatchError> {
+    ) -> Result<Value, PatchError> {
+        let parent = target.path.parent();
         let seed = equality_seed(value_filter).ok_or_else(|| {
-            PatchError::NoTarget(format!(
-                "no value of '{parent}' matches the filter, and '{}' cannot create one from it",
-                op_name(op)
-            ))
+            cannot_create(op, target, "only 'eq' comparisons joined by 'and' describe a value to create")
         })?;
-        let mut element = self.element(parent, &Value::Object(seed))?;
-        update.into_iter().for_each(|(k, v)| put(&mut element, &k, v));
+        let mut fields = self.element(&parent, &Value::Object(seed))?;
+        update.into_iter().for_each(|(k, v)| put(&mut fields, &k, v));
+        let element = Value::Object(fields);
+        // An element the filter does not select would be created again by every repeat of the
+        // request, so the request is refused instead of growing the attribute each time.
+        if !value_filter.matches_element(&element, &parent, &CaseRules(self.schema)) {
+            return Err(cannot_create(
+                op,
+                target,
+                "the value built from the filter and the request would not match it",
+            ));
+        }
         Ok(element)
     }
 
@@ -582,6 +594,16 @@ fn op_name(op: PatchOpKind) -> &'static str {
     }
 }
 
+/// Why a filtered `add`/`replace` that matched nothing cannot create the value instead.
+fn cannot_create(op: PatchOpKind, target: &Target, why: &str) -> PatchError {
+    let parent = target.path.parent();
+    PatchError::NoTarget(format!(
+        "no value of '{parent}' matches the filter in '{}', and '{}' cannot create one: {why}",
+        target.text,
+        op_name(op)
+    ))
+}
+
 fn require_multi_valued(path: &AttrPath, kind: AttributeKind) -> Result<(), PatchError> {
     if kind == AttributeKind::MultiValuedComplex {
         return Ok(());
@@ -620,12 +642,13 @@ fn combine_elements(op: PatchOpKind, existing: Option<&Value>, items: Vec<Value>
     if op != PatchOpKind::Add {
         return items;
     }
-    let mut combined = existing.and_then(Value::as_array).cloned().unwrap_or_default();
-    for item in items {
-        if !combined.contains(&item) {
-            combined.push(item);
-        }
-    }
+    let existing = existing.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    // Groups hold tens of thousands of members and one request may add thousands, so duplicates
+    // are found by hash (consistent with `Value`'s `==`) rather than by scanning the list.
+    let mut seen: HashSet<&Value> = existing.iter().collect();
+    let fresh: Vec<bool> = items.iter().map(|item| seen.insert(item)).collect();
+    let mut combined = existing.to_vec();
+    combined.extend(items.into_iter().zip(fresh).filter_map(|(item, fresh)| fresh.then_some(item)));
     combined
 }
 
@@ -656,10 +679,11 @@ fn remove_listed(root: &mut Object, path: &AttrPath, listed: &Value) -> Result<(
             return Err(PatchError::InvalidValue(format!("values to remove from '{path}' must be objects")));
         }
     };
+    // A set, because one request may list thousands of a large group's members.
     let ids = listed
         .iter()
-        .map(|item| get_ci(item, "value").cloned())
-        .collect::<Option<Vec<Value>>>()
+        .map(|item| get_ci(item, "value"))
+        .collect::<Option<HashSet<&Value>>>()
         .ok_or_else(|| PatchError::InvalidValue(format!("each value to remove from '{path}' needs a 'value'")))?;
     if let Some(Value::Array(items)) = container_mut(root, path).and_then(|c| get_ci_mut(c, &path.attr)) {
         items.retain(|item| get_ci(item, "value").is_none_or(|v| !ids.contains(v)));
@@ -1166,6 +1190,35 @@ mod tests {
         assert_eq!(result, expected);
     }
 
+    fn members(ids: std::ops::Range<usize>) -> Vec<Value> {
+        ids.map(|i| json!({"value": format!("m{i}")})).collect()
+    }
+
+    #[test]
+    fn adding_many_members_to_a_large_group_keeps_order_and_skips_duplicates() {
+        let start = json!({"schemas": [], "id": "g1", "members": members(0..10_000)});
+        let result = patched(start, json!([{"op": "add", "path": "members", "value": members(5_000..15_000)}]));
+        assert_eq!(result["members"], json!(members(0..15_000)));
+    }
+
+    #[test]
+    fn duplicates_within_one_add_are_collapsed() {
+        let added = json!([{"value": "e"}, {"value": "b"}, {"value": "e"}, {"value": "d"}]);
+        let result = patched(group(), json!([{"op": "add", "path": "members", "value": added}]));
+        let mut expected = group();
+        expected["members"] = json!([{"value": "a"}, {"value": "b"}, {"value": "c"}, {"value": "e"}, {"value": "d"}]);
+        assert_eq!(result, expected);
+    }
+
+    #[test]
+    fn removing_many_listed_members_from_a_large_group() {
+        let start = json!({"schemas": [], "id": "g1", "members": members(0..10_000)});
+        let listed: Vec<Value> = members(0..10_000).into_iter().step_by(2).collect();
+        let result = patched(start, json!([{"op": "Remove", "path": "members", "value": listed}]));
+        let expected: Vec<Value> = members(0..10_000).into_iter().skip(1).step_by(2).collect();
+        assert_eq!(result["members"], json!(expected));
+    }
+
     #[test]
     fn entra_member_removal_with_value_array() {
         let result = patched(
@@ -1305,6 +1358,59 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.scim_type(), "noTarget");
+    }
+
+    /// `path` and `value` with `add` and with `replace`, each after a write that succeeds: the
+    /// request fails with `noTarget` and the resource is left as it was.
+    fn assert_no_target_and_unchanged(path: &str, value: &Value) {
+        for op in ["add", "Replace"] {
+            let original = user();
+            let req = request(json!([
+                {"op": "replace", "path": "displayName", "value": "changed"},
+                {"op": op, "path": path, "value": value}
+            ]));
+            let err = apply(&original, &req, &UserSchema).unwrap_err();
+            assert!(matches!(err, PatchError::NoTarget(_)), "{op} {path}: {err:?}");
+            assert_eq!(original, user(), "{op} {path}");
+        }
+    }
+
+    #[test]
+    fn filtered_write_on_unmodelled_filter_attribute_is_no_target() {
+        // `display` is not a sub-attribute of emails, so the created value would lack it and
+        // every repeat would add another.
+        let path = "emails[display eq \"x\"].value";
+        assert_no_target_and_unchanged(path, &json!("a@b.ch"));
+        let err = patch(user(), json!([{"op": "add", "path": path, "value": "a@b.ch"}])).unwrap_err();
+        let message = "no value of 'emails' matches the filter in 'emails[display eq \"x\"].value', and 'add' cannot \
+                       create one: the value built from the filter and the request would not match it";
+        assert_eq!(err, PatchError::NoTarget(message.into()));
+    }
+
+    #[test]
+    fn filtered_write_overriding_the_filter_is_no_target() {
+        assert_no_target_and_unchanged("emails[value eq \"a@b.ch\"]", &json!({"value": "c@d.ch", "type": "home"}));
+    }
+
+    #[test]
+    fn filtered_write_that_creates_a_value_is_idempotent() {
+        let no_emails = user_with(|u| drop(u.as_object_mut().unwrap().remove("emails")));
+        let home_only = user_with(|u| u["emails"] = json!([{"value": "h@x", "type": "home"}]));
+        let writes = [
+            json!({"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@b"}),
+            json!({"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "a@b"}),
+            json!({"op": "add", "path": "emails[type eq \"work\"]", "value": {"type": "WORK", "value": "a@b"}}),
+            json!({"op": "add", "path": "emails[value eq \"a@b\"]", "value": {"type": "work"}}),
+        ];
+        for start in [no_emails, home_only] {
+            let before = start.get("emails").and_then(Value::as_array).map_or(0, Vec::len);
+            for write in &writes {
+                let once = patched(start.clone(), json!([write]));
+                assert_eq!(once["emails"].as_array().map(Vec::len), Some(before + 1), "{write}");
+                assert_eq!(patched(start.clone(), json!([write, write])), once, "{write}");
+                assert_eq!(patched(once.clone(), json!([write])), once, "{write}");
+            }
+        }
     }
 
     #[test]
