@@ -5,7 +5,7 @@
 use cleanmail_operator::scim::{
     filter::{AttrPath, CompareOp, Filter, MAX_FILTER_LEN},
     patch::{self, PatchError, PatchRequest},
-    schemas::UserSchema,
+    schemas::USER_TYPE,
 };
 use proptest::{prelude::*, sample::select, test_runner::Config};
 use serde_json::{Map, Value, json};
@@ -290,24 +290,24 @@ proptest! {
         prop_assume!(text.len() <= MAX_FILTER_LEN);
         let parsed = parse(&text);
         prop_assert_eq!(&parsed, &f, "text: {}", text);
-        prop_assert_eq!(parsed.matches(&resource, &UserSchema), f.matches(&resource, &UserSchema));
-        prop_assert_eq!(parsed.matches(&user(), &UserSchema), f.matches(&user(), &UserSchema));
+        prop_assert_eq!(parsed.matches(&resource, &USER_TYPE), f.matches(&resource, &USER_TYPE));
+        prop_assert_eq!(parsed.matches(&user(), &USER_TYPE), f.matches(&user(), &USER_TYPE));
     }
 
     #[test]
     fn not_negates(f in filter(), style in style(), resource in resource()) {
-        let hit = f.matches(&resource, &UserSchema);
-        prop_assert_eq!(Filter::Not(Box::new(f.clone())).matches(&resource, &UserSchema), !hit);
+        let hit = f.matches(&resource, &USER_TYPE);
+        prop_assert_eq!(Filter::Not(Box::new(f.clone())).matches(&resource, &USER_TYPE), !hit);
         let text = format!("not ({})", render(&f, style));
         prop_assume!(text.len() + 6 <= MAX_FILTER_LEN);
-        prop_assert_eq!(parse(&text).matches(&resource, &UserSchema), !hit, "text: {}", text);
-        prop_assert_eq!(parse(&format!("not ({text})")).matches(&resource, &UserSchema), hit);
+        prop_assert_eq!(parse(&text).matches(&resource, &USER_TYPE), !hit, "text: {}", text);
+        prop_assert_eq!(parse(&format!("not ({text})")).matches(&resource, &USER_TYPE), hit);
     }
 
     #[test]
     fn parse_never_panics_on_arbitrary_text(text in any::<String>()) {
         if let Ok(f) = text.parse::<Filter>() {
-            let _ = f.matches(&user(), &UserSchema);
+            let _ = f.matches(&user(), &USER_TYPE);
         }
         let _ = text.parse::<AttrPath>();
     }
@@ -318,8 +318,8 @@ proptest! {
         resource in resource(),
     ) {
         if let Ok(f) = text.parse::<Filter>() {
-            let hit = f.matches(&resource, &UserSchema);
-            prop_assert_eq!(Filter::Not(Box::new(f)).matches(&resource, &UserSchema), !hit);
+            let hit = f.matches(&resource, &USER_TYPE);
+            prop_assert_eq!(Filter::Not(Box::new(f)).matches(&resource, &USER_TYPE), !hit);
         }
     }
 
@@ -343,7 +343,7 @@ fn request(operations: &[Value]) -> PatchRequest {
 }
 
 fn apply(resource: &Value, operations: &[Value]) -> Result<Value, PatchError> {
-    patch::apply(resource, &request(operations), &UserSchema)
+    patch::apply(resource, &request(operations), &USER_TYPE)
 }
 
 /// Member `name` of `node`, ignoring case as SCIM does.
@@ -398,8 +398,8 @@ proptest! {
         let dotted = names.join(".");
         let equal = parse(&format!("{dotted} eq {}", quoted(&value)));
         let unequal = parse(&format!("{dotted} ne {}", quoted(&value)));
-        prop_assert!(equal.matches(&patched, &UserSchema));
-        prop_assert!(!unequal.matches(&patched, &UserSchema));
+        prop_assert!(equal.matches(&patched, &USER_TYPE));
+        prop_assert!(!unequal.matches(&patched, &USER_TYPE));
     }
 
     #[test]
@@ -416,7 +416,7 @@ proptest! {
         };
         let patched = apply(&user(), &[json!({"op": op, "path": "active", "value": value})]).unwrap();
         prop_assert_eq!(&patched["active"], &Value::Bool(expected));
-        let found = parse(&format!("active eq {expected}")).matches(&patched, &UserSchema);
+        let found = parse(&format!("active eq {expected}")).matches(&patched, &USER_TYPE);
         prop_assert!(found);
     }
 
@@ -437,7 +437,7 @@ proptest! {
         let original: Vec<Value> = user()["emails"].as_array().unwrap().iter().filter(|e| e["type"] != kind).cloned().collect();
         prop_assert_eq!(others, original.iter().collect::<Vec<_>>());
         let filter = format!("emails[type eq {}].value eq {}", quoted(kind), quoted(&value));
-        prop_assert!(parse(&filter).matches(&patched, &UserSchema));
+        prop_assert!(parse(&filter).matches(&patched, &USER_TYPE));
     }
 }
 

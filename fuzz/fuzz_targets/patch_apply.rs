@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use cleanmail_operator::scim::patch::{self, PatchRequest};
-use cleanmail_operator::scim::schemas::UserSchema;
+use cleanmail_operator::scim::schemas::USER_TYPE;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -31,12 +31,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = serde_json::from_slice::<PatchRequest>(data) else {
         return;
     };
-    let first = patch::apply(&USER, &request, &UserSchema);
-    let second = patch::apply(&USER, &request, &UserSchema);
+    let first = patch::apply(&USER, &request, &USER_TYPE);
+    let second = patch::apply(&USER, &request, &USER_TYPE);
     assert_eq!(first, second, "applying the same request twice gave different results");
     if let Ok(patched) = first {
         assert!(patched.is_object(), "a patched resource must stay an object");
         // The patched resource must itself remain a valid starting point.
-        let _ = patch::apply(&patched, &request, &UserSchema);
+        let _ = patch::apply(&patched, &request, &USER_TYPE);
     }
 });

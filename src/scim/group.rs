@@ -1,14 +1,16 @@
 //! Mapping between `CleanmailGroup` resources and SCIM Group representations.
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::{
-    error::{ScimError, ScimType},
-    resource::{ScimResource, field, invalid, string},
-    schemas::{self, GROUP_SCHEMA},
+    error::ScimError,
+    resource::ScimResource,
+    schemas::{self, GROUP_SCHEMA, GROUP_TYPE},
 };
 use crate::{
-    crd::{CleanmailGroup, CleanmailGroupSpec, GroupMember},
+    crd::{CleanmailGroup, CleanmailGroupSpec},
     tenant::Tenant,
 };
 
@@ -42,28 +44,12 @@ impl ScimResource for CleanmailGroup {
         resource
     }
     fn spec_from_scim(body: &Value) -> Result<CleanmailGroupSpec, ScimError> {
-        let object = body
-            .as_object()
-            .ok_or_else(|| ScimError::bad_request(ScimType::InvalidSyntax, "the request body must be a JSON object"))?;
-        // Entra adds a Microsoft marker URI to `schemas`; only the core Group schema must be there.
-        if let Some(schemas) = field(object, "schemas") {
-            let schemas = schemas.as_array().ok_or_else(|| invalid("schemas must be an array of strings"))?;
-            if !schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(GROUP_SCHEMA))) {
-                return Err(ScimError::bad_request(
-                    ScimType::InvalidSyntax,
-                    format!("schemas must contain {GROUP_SCHEMA}"),
-                ));
-            }
-        }
-        let display_name = string(object, "displayName")?
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| invalid("displayName is required"))?;
-        Ok(CleanmailGroupSpec {
-            display_name,
-            external_id: string(object, "externalId")?,
-            members: members(object)?,
-            address: None,
-        })
+        let mut spec: CleanmailGroupSpec = serde_json::from_value(Value::Object(GROUP_TYPE.read(body)?))
+            .map_err(|e| ScimError::internal(format!("the Group schema and the CleanmailGroup spec disagree: {e}")))?;
+        // A member listed twice is one member (Entra may repeat ids across batched adds).
+        let mut seen = HashSet::with_capacity(spec.members.len());
+        spec.members.retain(|member| seen.insert(member.value.clone()));
+        Ok(spec)
     }
     fn unique_value(spec: &CleanmailGroupSpec) -> &str {
         &spec.display_name
@@ -71,24 +57,9 @@ impl ScimResource for CleanmailGroup {
     fn check(_: &Tenant, _: &CleanmailGroupSpec) -> Result<(), ScimError> {
         Ok(())
     }
-    fn schema() -> &'static dyn schemas::ResourceSchema {
-        &schemas::GroupSchema
+    fn resource_type() -> &'static schemas::ResourceType {
+        &GROUP_TYPE
     }
-}
-
-fn members(object: &serde_json::Map<String, Value>) -> Result<Vec<GroupMember>, ScimError> {
-    let Some(value) = field(object, "members") else { return Ok(Vec::new()) };
-    let entries = value.as_array().ok_or_else(|| invalid("members must be an array"))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut members = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let entry = entry.as_object().ok_or_else(|| invalid("each of members must be an object"))?;
-        let value = string(entry, "value")?.ok_or_else(|| invalid("each member needs a value (the user's id)"))?;
-        if seen.insert(value.clone()) {
-            members.push(GroupMember { value, display: string(entry, "display")? });
-        }
-    }
-    Ok(members)
 }
 
 #[cfg(test)]

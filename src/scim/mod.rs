@@ -6,6 +6,7 @@ pub mod error;
 pub mod filter;
 pub mod group;
 pub mod patch;
+pub mod projection;
 pub mod resource;
 pub mod routes;
 pub mod schemas;

@@ -6,11 +6,7 @@ use kube::{Resource, ResourceExt, core::NamespaceResourceScope};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
-use super::{
-    error::{ScimError, ScimType},
-    schemas::ResourceSchema,
-    store::Indexed,
-};
+use super::{error::ScimError, schemas::ResourceType, store::Indexed};
 use crate::tenant::Tenant;
 
 /// The field manager of every write the SCIM edge makes.
@@ -40,7 +36,8 @@ pub trait ScimResource:
     fn unique_value(spec: &Self::Spec) -> &str;
     /// Refuses a spec this tenant may not provision.
     fn check(tenant: &Tenant, spec: &Self::Spec) -> Result<(), ScimError>;
-    fn schema() -> &'static dyn ResourceSchema;
+    /// The resource type's schemas, which the filter and PATCH engines consult.
+    fn resource_type() -> &'static ResourceType;
 }
 
 /// The SCIM representation of an object; `base_url` is the SCIM root the client used.
@@ -52,7 +49,7 @@ pub fn to_scim<K: ScimResource>(object: &K, base_url: &str) -> Value {
     let mut meta = json!({
         "resourceType": K::RESOURCE_TYPE,
         "location": format!("{base_url}/{}/{id}", K::ENDPOINT),
-        "version": format!("W/\"{}\"", metadata.generation.unwrap_or(1)),
+        "version": version(object),
     });
     if let Some(created) = metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()) {
         meta["lastModified"] = json!(last_modified(object).unwrap_or_else(|| created.clone()));
@@ -60,6 +57,23 @@ pub fn to_scim<K: ScimResource>(object: &K, base_url: &str) -> Value {
     }
     resource["meta"] = meta;
     resource
+}
+
+/// `meta.version`, a weak entity tag (RFC 7644 §3.14) that changes exactly when the SCIM-visible
+/// resource does: the spec's generation, qualified by the object's uid so a deleted and re-created
+/// resource of the same id never repeats a tag.
+pub fn version<K: Resource>(object: &K) -> String {
+    let metadata = object.meta();
+    let uid = metadata.uid.as_deref().unwrap_or_default();
+    format!("W/\"{}-{}\"", metadata.generation.unwrap_or(1), uid.get(..8).unwrap_or(uid))
+}
+
+/// Whether an `If-Match` / `If-None-Match` header value names `tag`: `*`, or a comma-separated
+/// list of entity tags compared weakly (RFC 9110 §8.8.3.2), as SCIM uses weak tags throughout.
+pub fn etag_matches(header: &str, tag: &str) -> bool {
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let wanted = opaque(tag);
+    header.trim() == "*" || header.split(',').any(|candidate| opaque(candidate) == wanted)
 }
 
 /// When the spec last changed: the newest time any writer other than a status writer touched it.
@@ -74,60 +88,6 @@ fn last_modified<K: Resource>(object: &K) -> Option<String> {
         .map(|time| time.0)
         .max()
         .map(|time| time.to_string())
-}
-
-/// Applies the `attributes` and `excludedAttributes` query parameters (RFC 7644 §3.9) to a
-/// representation. Top-level attribute names only; `id` and `schemas` are always returned.
-pub fn project(mut resource: Value, attributes: Option<&str>, excluded: Option<&str>) -> Value {
-    let names = |list: &str| -> Vec<String> {
-        list.split(',')
-            .map(|n| {
-                n.trim().rsplit(':').next().unwrap_or_default().split('.').next().unwrap_or_default().to_lowercase()
-            })
-            .filter(|n| !n.is_empty())
-            .collect()
-    };
-    let always = |key: &str| key.eq_ignore_ascii_case("id") || key.eq_ignore_ascii_case("schemas");
-    if let Some(object) = resource.as_object_mut() {
-        if let Some(wanted) = attributes.map(names).filter(|w| !w.is_empty()) {
-            object.retain(|key, _| always(key) || wanted.contains(&key.to_lowercase()));
-        } else if let Some(unwanted) = excluded.map(names) {
-            object.retain(|key, _| always(key) || !unwanted.contains(&key.to_lowercase()));
-        }
-    }
-    resource
-}
-
-pub(super) fn invalid(detail: impl Into<String>) -> ScimError {
-    ScimError::bad_request(ScimType::InvalidValue, detail)
-}
-
-pub(super) fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v).filter(|v| !v.is_null())
-}
-
-pub(super) fn string(object: &Map<String, Value>, name: &str) -> Result<Option<String>, ScimError> {
-    match field(object, name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid(format!("{name} must be a string, not {other}"))),
-    }
-}
-
-/// Booleans arrive as JSON booleans or, from Entra, as the strings "True"/"False".
-pub fn coerce_boolean(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
-pub(super) fn boolean(object: &Map<String, Value>, name: &str) -> Result<Option<bool>, ScimError> {
-    field(object, name)
-        .map(|value| coerce_boolean(value).ok_or_else(|| invalid(format!("{name} must be a boolean, not {value}"))))
-        .transpose()
 }
 
 /// A Kubernetes object name derived from a `userName`, so identical concurrent creates collide at
@@ -200,21 +160,18 @@ mod merge_patch_tests {
 }
 
 #[cfg(test)]
-mod project_tests {
+mod etag_tests {
     use super::*;
 
     #[test]
-    fn excluded_and_requested_attributes_shape_the_representation() {
-        let group =
-            json!({"schemas": ["g"], "id": "1", "displayName": "Sales", "members": [{"value": "a"}], "meta": {}});
-        assert_eq!(
-            project(group.clone(), None, Some("members")),
-            json!({"schemas": ["g"], "id": "1", "displayName": "Sales", "meta": {}})
-        );
-        assert_eq!(
-            project(group.clone(), Some("urn:ietf:params:scim:schemas:core:2.0:Group:displayName"), None),
-            json!({"schemas": ["g"], "id": "1", "displayName": "Sales"})
-        );
-        assert_eq!(project(group.clone(), None, None), group);
+    fn entity_tags_compare_weakly_and_in_lists() {
+        let tag = "W/\"3-1a2b3c4d\"";
+        assert!(etag_matches("*", tag));
+        assert!(etag_matches("W/\"3-1a2b3c4d\"", tag));
+        assert!(etag_matches("\"3-1a2b3c4d\"", tag));
+        assert!(etag_matches("W/\"1-x\", W/\"3-1a2b3c4d\"", tag));
+        assert!(!etag_matches("W/\"2-1a2b3c4d\"", tag));
+        assert!(!etag_matches("W/\"3-ffffffff\"", tag));
+        assert!(!etag_matches("", tag));
     }
 }

@@ -13,7 +13,7 @@ use axum::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions as DeletePreconditions},
 };
 use serde_json::{Value, json};
 
@@ -22,8 +22,9 @@ use super::{
     error::{ScimError, ScimType},
     filter::Filter,
     patch::{self, PatchRequest},
-    resource::{self, FIELD_MANAGER, ScimResource, merge_patch, object_name, to_scim},
-    schemas::{self, GROUP_SCHEMA, MAX_PAGE_SIZE, USER_SCHEMA},
+    projection,
+    resource::{FIELD_MANAGER, ScimResource, etag_matches, merge_patch, object_name, to_scim, version},
+    schemas::{self, MAX_PAGE_SIZE},
     store::{GroupStore, ResourceStore, UserStore},
 };
 use crate::{
@@ -180,9 +181,10 @@ impl Params {
             .transpose()
     }
 
-    /// Applies `attributes` / `excludedAttributes` to a representation.
-    fn project(&self, resource: Value) -> Value {
-        resource::project(resource, self.get("attributes"), self.get("excludedAttributes"))
+    /// Applies `attributes` / `excludedAttributes` to a representation of `K`.
+    fn project<K: ScimResource>(&self, resource: Value) -> Value {
+        let core_schema = K::resource_type().core.id;
+        projection::project(resource, self.get("attributes"), self.get("excludedAttributes"), core_schema)
     }
 
     fn shapes_response(&self) -> bool {
@@ -207,7 +209,7 @@ async fn list<K: Stored>(
     let count = params.number("count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
     let store = K::store(&state);
     let namespace = &tenant.namespace;
-    let render = |object: &Arc<K>| params.project(to_scim(object.as_ref(), &base));
+    let render = |object: &Arc<K>| params.project::<K>(to_scim(object.as_ref(), &base));
     let Some(text) = params.get("filter").map(str::trim).filter(|f| !f.is_empty()) else {
         // Without a filter only the requested page is rendered.
         let all = store.all(namespace);
@@ -224,7 +226,7 @@ async fn list<K: Stored>(
     } else {
         store.all(namespace)
     };
-    let schema = K::schema();
+    let schema = K::resource_type();
     let matched: Vec<&Arc<K>> =
         candidates.iter().filter(|object| filter.matches(&to_scim(object.as_ref(), &base), schema)).collect();
     let page = matched.iter().skip(start_index - 1).take(count).map(|object| render(object)).collect();
@@ -245,11 +247,11 @@ async fn create<K: Stored>(
     K::store(&state).apply(created.clone());
     let resource = to_scim(&created, &base);
     let location = resource["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok());
-    let mut response = (StatusCode::CREATED, ScimJson(Params(params).project(resource))).into_response();
+    let mut response = (StatusCode::CREATED, ScimJson(Params(params).project::<K>(resource))).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    Ok(with_etag(response, &created))
 }
 
 /// Creates the object under a name derived from its unique attribute. The API server's create is
@@ -301,10 +303,15 @@ async fn read<K: Stored>(
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    preconditions: Preconditions,
     Query(params): Query<HashMap<String, String>>,
 ) -> ScimResult {
     let current = find::<K>(&state, &tenant, &id).await?;
-    Ok(ScimJson(Params(params).project(to_scim(current.as_ref(), &base))).into_response())
+    if preconditions.unmodified_since_read(current.as_ref()) {
+        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), current.as_ref()));
+    }
+    let response = ScimJson(Params(params).project::<K>(to_scim(current.as_ref(), &base))).into_response();
+    Ok(with_etag(response, current.as_ref()))
 }
 
 /// The object with this id: from the read model, else from the API server (a write by another
@@ -331,12 +338,14 @@ async fn replace<K: Stored>(
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    preconditions: Preconditions,
     Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ScimResult {
     let body = parse_json(&body)?;
-    let updated = update::<K>(&state, &tenant, &id, |_| K::spec_from_scim(&body)).await?;
-    Ok(ScimJson(Params(params).project(to_scim(updated.as_ref(), &base))).into_response())
+    let updated = update::<K>(&state, &tenant, &id, &preconditions, |_| K::spec_from_scim(&body)).await?;
+    let response = ScimJson(Params(params).project::<K>(to_scim(updated.as_ref(), &base))).into_response();
+    Ok(with_etag(response, updated.as_ref()))
 }
 
 /// PATCH answers 200 with the resource, or 204 where the resource type prefers it and the client
@@ -346,23 +355,25 @@ async fn modify<K: Stored>(
     Authenticated(tenant): Authenticated,
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
+    preconditions: Preconditions,
     Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ScimResult {
     let request: PatchRequest = serde_json::from_value(parse_json(&body)?)
         .map_err(|error| ScimError::bad_request(ScimType::InvalidSyntax, format!("not a SCIM PatchOp: {error}")))?;
-    let updated = update::<K>(&state, &tenant, &id, |current| {
+    let updated = update::<K>(&state, &tenant, &id, &preconditions, |current| {
         let mut resource = K::spec_to_scim(current);
         resource["id"] = json!(id);
-        let patched = patch::apply(&resource, &request, K::schema())?;
+        let patched = patch::apply(&resource, &request, K::resource_type())?;
         K::spec_from_scim(&patched)
     })
     .await?;
     let params = Params(params);
     if K::PATCH_ANSWERS_NO_CONTENT && !params.shapes_response() {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return Ok(with_etag(StatusCode::NO_CONTENT.into_response(), updated.as_ref()));
     }
-    Ok(ScimJson(params.project(to_scim(updated.as_ref(), &base))).into_response())
+    let response = ScimJson(params.project::<K>(to_scim(updated.as_ref(), &base))).into_response();
+    Ok(with_etag(response, updated.as_ref()))
 }
 
 /// Read-modify-write of a spec with optimistic concurrency: the change is computed from the
@@ -372,11 +383,14 @@ async fn update<K: Stored>(
     state: &ScimState,
     tenant: &Tenant,
     id: &str,
+    preconditions: &Preconditions,
     change: impl Fn(&K::Spec) -> ScimResult<K::Spec>,
 ) -> ScimResult<Arc<K>> {
     let api = api::<K>(state, tenant);
     let mut current = find::<K>(state, tenant, id).await?;
     for _ in 0..WRITE_ATTEMPTS {
+        // Checked against the very version the write is conditional on, so it holds atomically.
+        preconditions.check_write(current.as_ref())?;
         let desired = change(current.spec())?;
         if &desired == current.spec() {
             return Ok(current);
@@ -397,31 +411,57 @@ async fn update<K: Stored>(
                 K::store(state).apply(updated.clone());
                 return Ok(Arc::new(updated));
             }
-            Err(kube::Error::Api(status)) if status.is_conflict() => {
-                let fresh = api.get_opt(id).await.map_err(api_error)?;
-                let fresh = fresh.filter(|o| o.meta().deletion_timestamp.is_none());
-                current = Arc::new(fresh.ok_or_else(|| not_found::<K>(id))?);
-            }
+            Err(kube::Error::Api(status)) if status.is_conflict() => current = reread(&api, id).await?,
             Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(id)),
             Err(error) => return Err(api_error(error)),
         }
     }
-    Err(ScimError::new(StatusCode::CONFLICT, None, "the resource is being changed concurrently; retry"))
+    Err(changed_concurrently())
 }
 
 async fn remove<K: Stored>(
     State(state): State<Arc<ScimState>>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
+    preconditions: Preconditions,
 ) -> ScimResult {
-    let current = find::<K>(&state, &tenant, &id).await?;
-    match api::<K>(&state, &tenant).delete(&id, &DeleteParams::default()).await {
-        Ok(either::Either::Left(deleting)) => K::store(&state).apply(deleting),
-        Ok(either::Either::Right(_)) => K::store(&state).delete(&current),
-        Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(&id)),
-        Err(error) => return Err(api_error(error)),
+    let api = api::<K>(&state, &tenant);
+    let mut current = find::<K>(&state, &tenant, &id).await?;
+    for _ in 0..WRITE_ATTEMPTS {
+        preconditions.check_write(current.as_ref())?;
+        // With `If-Match` the delete is conditional on the version just checked; a status write
+        // in between changes the resourceVersion only, so the check is repeated on the fresh object.
+        let params = DeleteParams {
+            preconditions: preconditions.if_match.is_some().then(|| DeletePreconditions {
+                resource_version: current.meta().resource_version.clone(),
+                uid: current.meta().uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match api.delete(&id, &params).await {
+            Ok(either::Either::Left(deleting)) => K::store(&state).apply(deleting),
+            Ok(either::Either::Right(_)) => K::store(&state).delete(&current),
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(&id)),
+            Err(kube::Error::Api(status)) if status.is_conflict() => {
+                current = reread(&api, &id).await?;
+                continue;
+            }
+            Err(error) => return Err(api_error(error)),
+        }
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Err(changed_concurrently())
+}
+
+/// The object as the API server has it now, after a write lost a race with another writer.
+async fn reread<K: Stored>(api: &Api<K>, id: &str) -> ScimResult<Arc<K>> {
+    let fresh = api.get_opt(id).await.map_err(api_error)?;
+    let fresh = fresh.filter(|o| o.meta().deletion_timestamp.is_none());
+    Ok(Arc::new(fresh.ok_or_else(|| not_found::<K>(id))?))
+}
+
+fn changed_concurrently() -> ScimError {
+    ScimError::new(StatusCode::CONFLICT, None, "the resource is being changed concurrently; retry")
 }
 
 /// Whether `id` can be a resource name at all (a DNS subdomain), so junk ids never reach the API server.
@@ -443,6 +483,48 @@ fn internal(error: serde_json::Error) -> ScimError {
     ScimError::internal(format!("cannot encode the resource: {error}"))
 }
 
+/// The `If-Match` / `If-None-Match` request headers (RFC 7644 §3.14).
+struct Preconditions {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Preconditions {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Preconditions { if_match: header(header::IF_MATCH), if_none_match: header(header::IF_NONE_MATCH) })
+    }
+}
+
+impl Preconditions {
+    /// A write goes ahead only when `If-Match`, if given, names the current version.
+    fn check_write<K: ScimResource>(&self, current: &K) -> ScimResult<()> {
+        match &self.if_match {
+            Some(wanted) if !etag_matches(wanted, &version(current)) => Err(ScimError::precondition_failed(format!(
+                "{} {} is at version {}, not {wanted}",
+                K::RESOURCE_TYPE,
+                current.name_any(),
+                version(current)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a read can answer 304 because the client holds the current version.
+    fn unmodified_since_read<K: ScimResource>(&self, current: &K) -> bool {
+        self.if_none_match.as_deref().is_some_and(|held| etag_matches(held, &version(current)))
+    }
+}
+
+fn with_etag<K: ScimResource>(mut response: Response, object: &K) -> Response {
+    if let Ok(tag) = HeaderValue::from_str(&version(object)) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
 // === Discovery ===
 
 async fn search_not_implemented(_: Authenticated) -> ScimError {
@@ -454,25 +536,25 @@ async fn service_provider_config(_: Authenticated) -> ScimJson {
 }
 
 async fn schemas_list(_: Authenticated) -> ScimJson {
-    ScimJson(schemas::list_response(vec![schemas::user_schema(), schemas::group_schema()], 2, 1))
+    let documents: Vec<Value> = schemas::all_schemas().map(|s| s.document()).collect();
+    let total = documents.len();
+    ScimJson(schemas::list_response(documents, total, 1))
 }
 
 async fn schema_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    match id.as_str() {
-        USER_SCHEMA => Ok(ScimJson(schemas::user_schema())),
-        GROUP_SCHEMA => Ok(ScimJson(schemas::group_schema())),
-        _ => Err(ScimError::not_found(format!("schema {id} not found"))),
-    }
+    let schema = schemas::all_schemas().find(|s| s.id.eq_ignore_ascii_case(&id));
+    schema.map(|s| ScimJson(s.document())).ok_or_else(|| ScimError::not_found(format!("schema {id} not found")))
 }
 
 async fn resource_types_list(_: Authenticated) -> ScimJson {
-    ScimJson(schemas::list_response(vec![schemas::user_resource_type(), schemas::group_resource_type()], 2, 1))
+    let documents: Vec<Value> = schemas::RESOURCE_TYPES.iter().map(|t| t.document()).collect();
+    let total = documents.len();
+    ScimJson(schemas::list_response(documents, total, 1))
 }
 
 async fn resource_type_get(_: Authenticated, Path(id): Path<String>) -> ScimResult<ScimJson> {
-    match id.as_str() {
-        "User" => Ok(ScimJson(schemas::user_resource_type())),
-        "Group" => Ok(ScimJson(schemas::group_resource_type())),
-        _ => Err(ScimError::not_found(format!("resource type {id} not found"))),
-    }
+    let resource_type = schemas::RESOURCE_TYPES.iter().find(|t| t.name.eq_ignore_ascii_case(&id));
+    resource_type
+        .map(|t| ScimJson(t.document()))
+        .ok_or_else(|| ScimError::not_found(format!("resource type {id} not found")))
 }

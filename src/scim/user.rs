@@ -1,15 +1,15 @@
 //! Mapping between `CleanmailUser` resources and SCIM User representations. Values are stored
 //! exactly as the client sent them (Entra patches every cycle when it reads back something else).
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{
     error::{ScimError, ScimType},
-    resource::{ScimResource, boolean, field, invalid, string},
-    schemas::{self, USER_SCHEMA},
+    resource::ScimResource,
+    schemas::{self, ENTERPRISE_USER_SCHEMA, USER_SCHEMA, USER_TYPE},
 };
 use crate::{
-    crd::{CleanmailUser, CleanmailUserSpec, Email, PersonName},
+    crd::{CleanmailUser, CleanmailUserSpec},
     tenant::Tenant,
 };
 
@@ -48,85 +48,39 @@ impl ScimResource for CleanmailUser {
             ),
         ))
     }
-    fn schema() -> &'static dyn schemas::ResourceSchema {
-        &schemas::UserSchema
+    fn resource_type() -> &'static schemas::ResourceType {
+        &USER_TYPE
     }
 }
 
-/// The spec's attributes in SCIM form, without `id` and `meta`.
+/// Where the Enterprise User extension lives in the spec; in SCIM it lives under its URN.
+const ENTERPRISE_SPEC_KEY: &str = "enterpriseUser";
+
+/// The spec's attributes in SCIM form, without `id` and `meta`. The spec's field names are the
+/// SCIM attribute names, so only the extension needs moving.
 pub fn spec_to_scim(spec: &CleanmailUserSpec) -> Value {
-    let mut resource = json!({
-        "schemas": [USER_SCHEMA],
-        "userName": spec.user_name,
-    });
-    if let Some(active) = spec.active {
-        resource["active"] = json!(active);
-    }
-    if let Some(external_id) = &spec.external_id {
-        resource["externalId"] = json!(external_id);
-    }
-    if let Some(display_name) = &spec.display_name {
-        resource["displayName"] = json!(display_name);
-    }
-    if let Some(name) = &spec.name {
-        resource["name"] = serde_json::to_value(name).unwrap_or_default();
-    }
-    if !spec.emails.is_empty() {
-        resource["emails"] = serde_json::to_value(&spec.emails).unwrap_or_default();
+    let mut resource = serde_json::to_value(spec).unwrap_or_else(|_| json!({}));
+    let mut schemas = vec![USER_SCHEMA];
+    if let Some(object) = resource.as_object_mut() {
+        let extension = object.remove(ENTERPRISE_SPEC_KEY).filter(|e| e.as_object().is_some_and(|e| !e.is_empty()));
+        if let Some(extension) = extension {
+            object.insert(ENTERPRISE_USER_SCHEMA.into(), extension);
+            schemas.push(ENTERPRISE_USER_SCHEMA);
+        }
+        object.insert("schemas".into(), json!(schemas));
     }
     resource
 }
 
-/// Reads a SCIM User representation (as sent with POST or PUT, or produced by PATCH) into a spec.
-/// Attribute names are case-insensitive; `id`, `meta` and attributes this endpoint does not model are
-/// ignored; a JSON `null` is the same as an absent attribute.
+/// Reads a SCIM User representation (as sent with POST or PUT, or produced by PATCH) into a spec,
+/// through the canonical form the User schema table defines.
 pub fn spec_from_scim(body: &Value) -> Result<CleanmailUserSpec, ScimError> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ScimError::bad_request(ScimType::InvalidSyntax, "the request body must be a JSON object"))?;
-    if let Some(schemas) = field(object, "schemas") {
-        let schemas = schemas.as_array().ok_or_else(|| invalid("schemas must be an array of strings"))?;
-        if !schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))) {
-            return Err(ScimError::bad_request(ScimType::InvalidSyntax, format!("schemas must contain {USER_SCHEMA}")));
-        }
+    let mut canonical = USER_TYPE.read(body)?;
+    if let Some(extension) = canonical.remove(ENTERPRISE_USER_SCHEMA) {
+        canonical.insert(ENTERPRISE_SPEC_KEY.into(), extension);
     }
-    let user_name =
-        string(object, "userName")?.filter(|s| !s.trim().is_empty()).ok_or_else(|| invalid("userName is required"))?;
-    Ok(CleanmailUserSpec {
-        user_name,
-        active: boolean(object, "active")?,
-        external_id: string(object, "externalId")?,
-        display_name: string(object, "displayName")?,
-        name: person_name(object)?,
-        emails: emails(object)?,
-    })
-}
-
-fn person_name(object: &Map<String, Value>) -> Result<Option<PersonName>, ScimError> {
-    let Some(value) = field(object, "name") else { return Ok(None) };
-    let name = value.as_object().ok_or_else(|| invalid("name must be an object"))?;
-    let parsed = PersonName {
-        formatted: string(name, "formatted")?,
-        given_name: string(name, "givenName")?,
-        family_name: string(name, "familyName")?,
-    };
-    Ok((parsed != PersonName::default()).then_some(parsed))
-}
-
-fn emails(object: &Map<String, Value>) -> Result<Vec<Email>, ScimError> {
-    let Some(value) = field(object, "emails") else { return Ok(Vec::new()) };
-    let entries = value.as_array().ok_or_else(|| invalid("emails must be an array"))?;
-    entries
-        .iter()
-        .map(|entry| {
-            let entry = entry.as_object().ok_or_else(|| invalid("each of emails must be an object"))?;
-            Ok(Email {
-                value: string(entry, "value")?,
-                type_: string(entry, "type")?,
-                primary: boolean(entry, "primary")?,
-            })
-        })
-        .collect()
+    serde_json::from_value(Value::Object(canonical))
+        .map_err(|e| ScimError::internal(format!("the User schema and the CleanmailUser spec disagree: {e}")))
 }
 
 #[cfg(test)]
@@ -137,7 +91,7 @@ mod tests {
     #[test]
     fn entra_create_body_maps_to_spec_and_back() {
         let body = json!({
-            "schemas": [USER_SCHEMA, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
             "externalId": "AliceW", "userName": "Alice@Contoso.ch", "active": true,
             "displayName": "Alice Wonder", "addresses": null, "manager": null, "roles": [],
             "emails": [{"primary": true, "type": "work", "value": "Alice@Contoso.ch"}],
@@ -153,6 +107,41 @@ mod tests {
                 "emails": [{"primary": true, "type": "work", "value": "Alice@Contoso.ch"}],
                 "name": {"formatted": "Alice Wonder", "familyName": "Wonder", "givenName": "Alice"},
             })
+        );
+    }
+
+    /// Every attribute of the User schema tables reaches the spec and comes back unchanged, so
+    /// the tables and the CRD cannot drift apart.
+    #[test]
+    fn every_modelled_attribute_survives_the_spec() {
+        let full = json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
+            "userName": "bjensen@example.com", "externalId": "bjensen", "active": false,
+            "displayName": "Babs Jensen", "nickName": "Babs", "title": "Tour Guide", "preferredLanguage": "de-CH",
+            "name": {"formatted": "Ms. Barbara J Jensen", "familyName": "Jensen", "givenName": "Barbara"},
+            "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}],
+            "phoneNumbers": [{"value": "555-555-5555", "type": "work", "primary": false}, {"value": "555-555-4444", "type": "mobile"}],
+            "addresses": [{"type": "work", "formatted": "100 Universal City Plaza\nHollywood, CA 91608 USA",
+                           "streetAddress": "100 Universal City Plaza", "locality": "Hollywood", "region": "CA",
+                           "postalCode": "91608", "country": "USA", "primary": true}],
+            ENTERPRISE_USER_SCHEMA: {"employeeNumber": "701984", "costCenter": "4130", "organization": "Universal Studios",
+                                     "division": "Theme Park", "department": "Tour Operations", "manager": {"value": "26118915-6090-4610-87e4-49d8ca9f808d"}},
+        });
+        for schema in schemas::all_schemas().filter(|s| s.id != schemas::GROUP_SCHEMA) {
+            let container = if schema.id == USER_SCHEMA { &full } else { &full[schema.id] };
+            for attribute in schema.attributes {
+                assert!(
+                    crate::scim::filter::get_ci(container, attribute.name).is_some(),
+                    "{} not in the sample",
+                    attribute.name
+                );
+            }
+        }
+        let spec = spec_from_scim(&full).expect("valid");
+        assert_eq!(spec_to_scim(&spec), full);
+        assert_eq!(
+            spec.enterprise_user.and_then(|e| e.manager).and_then(|m| m.value).as_deref(),
+            Some("26118915-6090-4610-87e4-49d8ca9f808d")
         );
     }
 
@@ -191,10 +180,8 @@ mod tests {
 #[cfg(test)]
 mod entra_patch_tests {
     use super::*;
-    use crate::scim::{
-        patch::{self, PatchRequest},
-        schemas::UserSchema,
-    };
+    use crate::crd::{Email, EnterpriseUser, Manager, PersonName};
+    use crate::scim::patch::{self, PatchRequest};
 
     fn patched(spec: &CleanmailUserSpec, operations: Value) -> Result<CleanmailUserSpec, ScimError> {
         let request: PatchRequest = serde_json::from_value(json!({
@@ -202,7 +189,7 @@ mod entra_patch_tests {
             "Operations": operations,
         }))
         .map_err(|e| ScimError::bad_request(ScimType::InvalidSyntax, e.to_string()))?;
-        let resource = patch::apply(&spec_to_scim(spec), &request, &UserSchema)?;
+        let resource = patch::apply(&spec_to_scim(spec), &request, &USER_TYPE)?;
         spec_from_scim(&resource)
     }
 
@@ -223,9 +210,9 @@ mod entra_patch_tests {
                 {"op": "replace", "value": {
                     "displayName": "Alice Wonder", "name.givenName": "Alice",
                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42"}},
-                // Item 14: a manager as a plain string (not modelled here; accepted, not stored).
+                // Item 14: a manager as a plain string.
                 {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m-1"},
-                // Item 11: Entra's string boolean and a mapped attribute this schema does not model.
+                // Item 11: Entra's string boolean, and a single-valued add.
                 {"op": "Replace", "path": "active", "value": "False"},
                 {"op": "Add", "path": "nickName", "value": "Babs"},
             ]),
@@ -237,6 +224,7 @@ mod entra_patch_tests {
                 user_name: "alice@contoso.ch".into(),
                 active: Some(false),
                 display_name: Some("Alice Wonder".into()),
+                nick_name: Some("Babs".into()),
                 name: Some(PersonName {
                     given_name: Some("Alice".into()),
                     family_name: Some("Wonder".into()),
@@ -247,7 +235,12 @@ mod entra_patch_tests {
                     type_: Some("work".into()),
                     primary: None
                 }],
-                external_id: None,
+                enterprise_user: Some(EnterpriseUser {
+                    employee_number: Some("42".into()),
+                    manager: Some(Manager { value: Some("m-1".into()) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
             }
         );
         // Item 9: rename, then re-enable with a lower-case op and a JSON boolean (the flagged shape).

@@ -13,6 +13,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub content_type: String,
     pub location: Option<String>,
+    pub etag: Option<String>,
     pub body: Value,
 }
 
@@ -23,11 +24,19 @@ impl Scim {
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<&[u8]>) -> Reply {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// Sends a request with extra headers (`If-Match`, `If-None-Match`).
+    pub async fn send_with(&self, method: Method, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Reply {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/scim+json; charset=utf-8");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.body(body.to_vec());
         }
@@ -36,10 +45,11 @@ impl Scim {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_type = header("content-type").unwrap_or_default();
         let location = header("location");
+        let etag = header("etag");
         let bytes = response.bytes().await.expect("SCIM response body");
         let body =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("SCIM response is JSON") };
-        Reply { status, content_type, location, body }
+        Reply { status, content_type, location, etag, body }
     }
 
     /// Waits until the operator has loaded this token's tenant (GET /Users answers 200).
