@@ -330,8 +330,13 @@ impl Engine<'_> {
             }
             AttributeKind::MultiValuedComplex => {
                 let items = self.elements(path, value)?;
+                // Matched by value, not position: an `add` of a value already stored as primary
+                // still asserts it, so it counts towards the limit and demotes the others.
+                let requested: Vec<Value> = items.iter().filter(|item| is_primary(item)).cloned().collect();
                 let existing = container(root, path).and_then(|c| get_in(c, &path.attr));
-                Value::Array(combine_elements(op, existing, items))
+                let mut combined = combine_elements(op, existing, items);
+                settle_primary(path, &mut combined, |_, item| requested.contains(item))?;
+                Value::Array(combined)
             }
             _ => self.coerce(path, kind, value)?,
         };
@@ -357,18 +362,22 @@ impl Engine<'_> {
         let coerced = self.coerce(path, sub_kind, value)?;
         let sub = path.sub_attr.as_deref().unwrap_or_default();
         match kind {
-            AttributeKind::Complex | AttributeKind::Other => with_container(root, path, |c| {
-                with_object(c, &path.attr, |object| put(object, sub, coerced));
-            }),
-            // RFC 7644 §3.5.2.3: without a filter the sub-attribute of every value is replaced.
-            AttributeKind::MultiValuedComplex => with_container(root, path, |c| {
-                with_array(c, &path.attr, |items| set_in_all_elements(items, sub, coerced));
-            }),
-            _ => {
-                return Err(PatchError::InvalidPath(format!("attribute '{}' has no sub-attributes", path.parent())));
+            AttributeKind::Complex | AttributeKind::Other => {
+                with_container(root, path, |c| with_object(c, &path.attr, |object| put(object, sub, coerced)));
+                Ok(())
             }
+            // RFC 7644 §3.5.2.3: without a filter the sub-attribute of every value is replaced.
+            AttributeKind::MultiValuedComplex => {
+                let promotes = sub.eq_ignore_ascii_case(PRIMARY) && coerced == Value::Bool(true);
+                with_container(root, path, |c| {
+                    with_array(c, &path.attr, |items| {
+                        set_in_all_elements(items, sub, coerced);
+                        settle_primary(&path.parent(), items, |_, _| promotes)
+                    })
+                })
+            }
+            _ => Err(PatchError::InvalidPath(format!("attribute '{}' has no sub-attributes", path.parent()))),
         }
-        Ok(())
     }
 
     fn set_filtered(
@@ -389,6 +398,7 @@ impl Engine<'_> {
         let matched = self.matching(existing.map(as_items).unwrap_or_default(), &parent, value_filter);
         let created =
             if matched.is_empty() { Some(self.new_element(op, target, value_filter, update.clone())?) } else { None };
+        let promotes = get_in(&update, PRIMARY) == Some(&Value::Bool(true));
         with_container(root, &parent, |c| {
             with_array(c, &parent.attr, |items| {
                 for index in &matched {
@@ -396,10 +406,15 @@ impl Engine<'_> {
                         update.iter().for_each(|(k, v)| put(element, k, v.clone()));
                     }
                 }
+                // A created value may be primary through its filter alone (`primary eq true`).
+                let first_created = items.len();
                 items.extend(created);
-            });
-        });
-        Ok(())
+                // `matched` is in index order.
+                settle_primary(&parent, items, |i, _| {
+                    i >= first_created || (promotes && matched.binary_search(&i).is_ok())
+                })
+            })
+        })
     }
 
     /// The sub-attributes a filtered `add`/`replace` writes into each matching element; `None`
@@ -650,6 +665,38 @@ fn combine_elements(op: PatchOpKind, existing: Option<&Value>, items: Vec<Value>
     let mut combined = existing.to_vec();
     combined.extend(items.into_iter().zip(fresh).filter_map(|(item, fresh)| fresh.then_some(item)));
     combined
+}
+
+/// The sub-attribute RFC 7643 §2.4 allows to be true in at most one value of an attribute.
+const PRIMARY: &str = "primary";
+
+fn is_primary(item: &Value) -> bool {
+    get_ci(item, PRIMARY) == Some(&Value::Bool(true))
+}
+
+/// RFC 7644 §3.5.2: the value an operation makes primary takes the flag from the others, and
+/// RFC 7643 §2.4 allows only one. `promoted` picks the values the operation itself set primary,
+/// which only the caller knows; comparing with the stored values instead would let a write that
+/// re-asserts an existing primary next to a new one pass. Nothing is demoted unless a value was
+/// promoted, so a request that leaves `primary` alone keeps even a stored set that breaks the rule.
+fn settle_primary(
+    path: &AttrPath,
+    items: &mut [Value],
+    promoted: impl Fn(usize, &Value) -> bool,
+) -> Result<(), PatchError> {
+    let mut chosen = items.iter().enumerate().filter(|(i, item)| is_primary(item) && promoted(*i, item));
+    let Some((keep, _)) = chosen.next() else {
+        return Ok(());
+    };
+    if chosen.next().is_some() {
+        return Err(PatchError::InvalidValue(format!("at most one value of '{path}' may be primary")));
+    }
+    for (_, element) in items.iter_mut().enumerate().filter(|(i, item)| *i != keep && is_primary(item)) {
+        if let Some(element) = element.as_object_mut() {
+            put(element, PRIMARY, Value::Bool(false));
+        }
+    }
+    Ok(())
 }
 
 /// The element a value filter describes, when it is only `attr eq literal` terms joined by `and`.
@@ -1634,5 +1681,166 @@ mod tests {
     fn resource_must_be_an_object() {
         let err = patch(json!([]), json!([{"op": "add", "path": "displayName", "value": "x"}])).unwrap_err();
         assert_eq!(err.scim_type(), "invalidValue");
+    }
+
+    // ---- primary (RFC 7644 §3.5.2, RFC 7643 §2.4) ----
+
+    /// `user()` whose emails are `emails`.
+    fn user_with_emails(emails: Value) -> Value {
+        user_with(|u| u["emails"] = emails)
+    }
+
+    #[test]
+    fn adding_a_primary_email_demotes_the_existing_primary() {
+        let start = user_with_emails(json!([{"value": "h@x", "type": "home", "primary": true}]));
+        let work = json!({"value": "w@x", "type": "work", "primary": true});
+        let expected = user_with_emails(json!([{"value": "h@x", "type": "home", "primary": false}, work]));
+        for write in [
+            json!({"op": "add", "path": "emails", "value": [work]}),
+            json!({"op": "Add", "path": "EMAILS", "value": {"value": "w@x", "type": "work", "primary": "True"}}),
+            json!({"op": "add", "value": {"emails": [work]}}),
+            json!({"op": "add", "path": "emails[type eq \"work\"]", "value": {"value": "w@x", "primary": true}}),
+            json!({"op": "add", "path": "emails[type eq \"work\" and primary eq true].value", "value": "w@x"}),
+        ] {
+            assert_eq!(patched(start.clone(), json!([write])), expected, "{write}");
+        }
+    }
+
+    #[test]
+    fn filtered_string_true_primary_demotes_the_other_value() {
+        let result =
+            patched(user(), json!([{"op": "Replace", "path": "emails[type eq \"home\"].primary", "value": "True"}]));
+        let expected = user_with_emails(json!([
+            {"value": "bjensen@example.com", "type": "work", "primary": false},
+            {"value": "babs@jensen.org", "type": "home", "primary": true}
+        ]));
+        assert_eq!(result, expected);
+    }
+
+    #[test]
+    fn primary_is_matched_case_insensitively_and_keeps_its_spelling() {
+        let start = user_with_emails(json!([
+            {"value": "bjensen@example.com", "type": "work", "Primary": true},
+            {"value": "babs@jensen.org", "type": "home"}
+        ]));
+        let result =
+            patched(start, json!([{"op": "replace", "path": "EMAILS[TYPE eq \"HOME\"].PRIMARY", "value": "TRUE"}]));
+        let expected = user_with_emails(json!([
+            {"value": "bjensen@example.com", "type": "work", "Primary": false},
+            {"value": "babs@jensen.org", "type": "home", "PRIMARY": true}
+        ]));
+        assert_eq!(result, expected);
+    }
+
+    #[test]
+    fn making_two_values_primary_fails_and_changes_nothing() {
+        let two = json!([{"value": "a@x", "primary": true}, {"value": "b@x", "primary": "true"}]);
+        for write in [
+            json!({"op": "add", "path": "emails", "value": two}),
+            json!({"op": "replace", "path": "emails", "value": two}),
+            json!({"op": "add", "value": {"emails": two}}),
+            json!({"op": "replace", "path": "emails.primary", "value": true}),
+            json!({"op": "replace", "path": "emails[type ne \"other\"].primary", "value": "True"}),
+            json!({"op": "add", "path": "emails[value ew \".org\" or type eq \"work\"]", "value": {"primary": true}}),
+        ] {
+            let original = user();
+            let req = request(json!([{"op": "replace", "path": "displayName", "value": "changed"}, write]));
+            let err = apply(&original, &req, &UserSchema).unwrap_err();
+            assert_eq!(err, PatchError::InvalidValue("at most one value of 'emails' may be primary".into()), "{write}");
+            assert_eq!(original, user(), "{write}");
+        }
+    }
+
+    #[test]
+    fn operations_that_do_not_make_a_value_primary_leave_a_double_primary_alone() {
+        let start = user_with(|u| u["emails"][1]["primary"] = json!(true));
+        let result = patched(
+            start.clone(),
+            json!([
+                {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "w@x"},
+                {"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "h@x", "type": "HOME"}},
+                {"op": "add", "path": "emails", "value": [{"value": "o@x", "type": "other", "primary": "False"}]},
+                {"op": "replace", "path": "emails[type eq \"other\"].primary", "value": false},
+                {"op": "remove", "path": "emails[type eq \"none\"]"}
+            ]),
+        );
+        let expected = user_with_emails(json!([
+            {"value": "w@x", "type": "work", "primary": true},
+            {"value": "h@x", "type": "HOME", "primary": true},
+            {"value": "o@x", "type": "other", "primary": false}
+        ]));
+        assert_eq!(result, expected);
+        // Re-adding the stored primary work value does assert `primary`, so the home one yields.
+        let readd = json!([{"op": "add", "path": "emails", "value": [start["emails"][0].clone()]}]);
+        assert_eq!(patched(start, readd), user_with(|u| u["emails"][1]["primary"] = json!(false)));
+    }
+
+    #[test]
+    fn reapplying_a_primary_write_is_idempotent() {
+        let work_is_primary = json!({"op": "replace", "path": "emails[type eq \"work\"].primary", "value": "true"});
+        assert_eq!(patched(user(), json!([work_is_primary])), user());
+        for write in [
+            work_is_primary,
+            json!({"op": "replace", "path": "emails[type eq \"home\"].primary", "value": "True"}),
+            json!({"op": "add", "path": "emails", "value": [{"value": "n@x", "type": "other", "primary": true}]}),
+            json!({"op": "Add", "path": "emails[type eq \"other\" and primary eq true].value", "value": "n@x"}),
+            json!({"op": "replace", "path": "emails[type eq \"home\"]", "value": {"primary": true}}),
+        ] {
+            let once = patched(user(), json!([write]));
+            let primaries = once["emails"].as_array().unwrap().iter().filter(|e| e["primary"] == true).count();
+            assert_eq!(primaries, 1, "{write}");
+            assert_eq!(patched(user(), json!([write, write])), once, "{write}");
+            assert_eq!(patched(once.clone(), json!([write])), once, "{write}");
+        }
+    }
+
+    #[test]
+    fn sub_attribute_without_filter_may_make_a_single_value_primary() {
+        let start = user_with_emails(json!([{"value": "h@x", "type": "home"}]));
+        let result = patched(start, json!([{"op": "replace", "path": "emails.primary", "value": "True"}]));
+        assert_eq!(result, user_with_emails(json!([{"value": "h@x", "type": "home", "primary": true}])));
+    }
+
+    const BADGES: &str = "urn:example:params:scim:schemas:extension:badges:2.0:User";
+
+    /// `UserSchema` plus an extension holding a multi-valued attribute.
+    struct BadgeSchema;
+
+    impl PatchSchema for BadgeSchema {
+        fn attribute(&self, path: &AttrPath) -> Option<AttributeKind> {
+            match path.urn.as_deref() {
+                Some(urn) if urn.eq_ignore_ascii_case(BADGES) => match path.dotted_lower().as_str() {
+                    "badges" => Some(AttributeKind::MultiValuedComplex),
+                    "badges.value" => Some(AttributeKind::String),
+                    "badges.primary" => Some(AttributeKind::Boolean),
+                    _ => None,
+                },
+                _ => UserSchema.attribute(path),
+            }
+        }
+    }
+
+    #[test]
+    fn primary_rule_applies_inside_extensions() {
+        let start = user_with(|u| {
+            u["schemas"] = json!([CORE, BADGES]);
+            u[BADGES] = json!({"badges": [{"value": "a", "primary": true}]});
+        });
+        let badge = json!({"value": "b", "primary": "true"});
+        let mut expected = start.clone();
+        expected[BADGES]["badges"] = json!([{"value": "a", "primary": false}, {"value": "b", "primary": true}]);
+        for write in [
+            json!({"op": "add", "path": format!("{BADGES}:badges"), "value": [badge]}),
+            json!({"op": "add", "value": {format!("{BADGES}:badges"): [badge]}}),
+            json!({"op": "add", "path": BADGES, "value": {"badges": [badge]}}),
+            json!({"op": "add", "path": format!("{BADGES}:badges[value eq \"b\"].primary"), "value": true}),
+        ] {
+            let result = apply(&start, &request(json!([write])), &BadgeSchema).unwrap();
+            assert_eq!(result, expected, "{write}");
+        }
+        let two = json!({"op": "add", "value": {BADGES: {"badges": [badge, {"value": "c", "primary": true}]}}});
+        let err = apply(&start, &request(json!([two])), &BadgeSchema).unwrap_err();
+        let message = format!("at most one value of '{BADGES}:badges' may be primary");
+        assert_eq!(err, PatchError::InvalidValue(message));
     }
 }

@@ -416,6 +416,10 @@ fn read_value(attribute: &Attribute, path: &str, value: &Value) -> Result<Option
                 read.push(item);
             }
         }
+        let primaries = read.iter().filter(|item| item.get("primary") == Some(&Value::Bool(true))).count();
+        if primaries > 1 {
+            return Err(invalid(format!("at most one value of {path} may be primary (RFC 7643 §2.4)")));
+        }
         return Ok((!read.is_empty()).then_some(Value::Array(read)));
     }
     read_single(attribute, path, value)
@@ -582,6 +586,7 @@ mod tests {
             json!({"userName": "a@b.ch", "active": "maybe"}),
             json!({"userName": "a@b.ch", "emails": {"value": "x"}}),
             json!({"userName": "a@b.ch", "phoneNumbers": [{"primary": 3}]}),
+            json!({"userName": "a@b.ch", "emails": [{"value": "a@b.ch", "primary": true}, {"value": "c@b.ch", "primary": "True"}]}),
             json!({"userName": "a@b.ch", "schemas": ["urn:other"]}),
             json!({"userName": "a@b.ch", ENTERPRISE_USER_SCHEMA: "x"}),
             json!({"userName": "a@b.ch", ENTERPRISE_USER_SCHEMA: {"manager": 7}}),
