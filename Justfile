@@ -24,6 +24,10 @@ demo: deps
 crds:
     cargo run --quiet --locked -- crd > crds/cleanmail.ch.yaml
 
+# Measure against baselines taken in the same run (needs what `just test` needs).
+bench: deps
+    cargo bench --locked --bench groups
+
 # Format and lint.
 lint:
     cargo fmt --check

@@ -139,7 +139,10 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
     Action::requeue(delay)
 }
 
-/// Runs both controllers until `shutdown` resolves.
+/// How long a group must stay unchanged before it is reconciled.
+const GROUP_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the controllers until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     settings: Settings,
@@ -154,9 +157,11 @@ pub async fn run(
     // Groups resolve their members through the user controller's cache.
     let _ = ctx.users.set(users.store());
     let users = users.run(user::reconcile, error_policy, ctx.clone()).for_each(log_outcome);
+    // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
+    // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
     let groups =
         Controller::new(Api::<CleanmailGroup>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-            .with_config(config.clone())
+            .with_config(config.clone().debounce(GROUP_DEBOUNCE))
             .graceful_shutdown_on(shutdown.clone())
             .run(group::reconcile, error_policy, ctx.clone())
             .for_each(log_outcome);

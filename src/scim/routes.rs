@@ -227,10 +227,15 @@ async fn list<K: Stored>(
         store.all(namespace)
     };
     let schema = K::resource_type();
-    let matched: Vec<&Arc<K>> =
-        candidates.iter().filter(|object| filter.matches(&to_scim(object.as_ref(), &base), schema)).collect();
-    let page = matched.iter().skip(start_index - 1).take(count).map(|object| render(object)).collect();
-    Ok(ScimJson(schemas::list_response(page, matched.len(), start_index)).into_response())
+    // Each candidate is rendered once, for the filter and for the page.
+    let matched: Vec<Value> = candidates
+        .iter()
+        .map(|object| to_scim(object.as_ref(), &base))
+        .filter(|resource| filter.matches(resource, schema))
+        .collect();
+    let total = matched.len();
+    let page = matched.into_iter().skip(start_index - 1).take(count).map(|r| params.project::<K>(r)).collect();
+    Ok(ScimJson(schemas::list_response(page, total, start_index)).into_response())
 }
 
 async fn create<K: Stored>(
