@@ -1,7 +1,7 @@
 //! Independent SCIM conformance checkers (the PyPI packages `scim2-tester` and `scim-sanity`, installed
 //! by `just deps` into a venv under the cache directory) run against the real endpoint on loopback.
 //!
-//! Every check must pass or be listed in the "Known differences" table of docs/conformance.md; a
+//! Every check must pass or be listed in the "Known differences" table of the README; a
 //! listed check that no longer fails is an error too, so the table never goes stale.
 
 mod support;
@@ -22,7 +22,7 @@ use support::{
 
 /// A whole checker run; each makes a few hundred requests at most.
 const CHECKER_TIMEOUT: Duration = Duration::from_secs(300);
-const DOC: &str = "docs/conformance.md";
+const DOC: &str = "README.md";
 
 #[tokio::test]
 async fn scim2_tester_finds_no_unlisted_difference() {
@@ -155,7 +155,7 @@ fn report(tool: &str, checks: &[Check]) {
     }
 }
 
-/// The check names of `tool` in the "Known differences" table of docs/conformance.md: rows
+/// The check names of `tool` in the "Known differences" table of the README: rows
 /// `| tool | `check name` | classification | reason |`.
 fn known_differences(tool: &str) -> BTreeMap<String, String> {
     let path = Path::new(REPO).join(DOC);
@@ -163,8 +163,8 @@ fn known_differences(tool: &str) -> BTreeMap<String, String> {
     let mut in_table = false;
     let mut listed = BTreeMap::new();
     for line in text.lines() {
-        if line.starts_with("## ") {
-            in_table = line.trim() == "## Known differences";
+        if line.starts_with('#') {
+            in_table = line.trim_start_matches('#').trim() == "Known differences";
             continue;
         }
         if !in_table || !line.starts_with('|') {
