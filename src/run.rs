@@ -13,8 +13,10 @@ use kube::{
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{
-    backend::BackendRegistry,
-    controller::{self, Context, Settings},
+    controller::{
+        Settings,
+        leader::{self, LeaseSettings, Term},
+    },
     crd::{CleanmailGroup, CleanmailUser},
     scim::{self, GroupStore, ScimState, UserStore},
     telemetry::{self, Metrics},
@@ -42,6 +44,16 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "CLEANMAIL_LOG_JSON")]
     pub log_json: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "CLEANMAIL_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease; replicas sharing it elect one controller among them.
+    #[arg(long, env = "CLEANMAIL_LEASE_NAME", default_value = "cleanmail-operator")]
+    pub lease_name: String,
+    /// Seconds the leader's Lease holds without renewal: how long a crashed leader can delay its
+    /// successor.
+    #[arg(long, env = "CLEANMAIL_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
 }
 
 /// A started operator; dropping it does not stop it, [`Running::stop`] does.
@@ -110,10 +122,21 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     });
 
     let instance = args.instance.clone().unwrap_or_else(|| format!("cleanmail-operator-{}", std::process::id()));
-    let ctx =
-        Arc::new(Context::new(client.clone(), tenants.clone(), BackendRegistry::new(&args.default_backend), instance));
-    let settings = Settings { concurrency: args.controller_concurrency };
-    tasks.spawn(controller::run(ctx, settings, stopped()));
+    let term = Term {
+        client: client.clone(),
+        tenants: tenants.clone(),
+        default_backend: args.default_backend.clone(),
+        settings: Settings { concurrency: args.controller_concurrency },
+        metrics: metrics.clone(),
+    };
+    let lease = LeaseSettings {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        // Unique per process, so a restarted pod never mistakes its predecessor's Lease for its own.
+        identity: format!("{instance}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        duration_seconds: args.lease_duration_seconds,
+    };
+    tasks.spawn(leader::run(term, lease, stopped()));
 
     let state = ScimState { client, users: users.clone(), groups: groups.clone(), tenants: tenants.clone() };
     let app = scim::router(state)

@@ -9,7 +9,7 @@ use axum::{
 };
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -35,6 +35,7 @@ pub struct Metrics {
     registry: Registry,
     scim_requests: Family<RequestLabels, Counter>,
     scim_latency: Family<RequestLabels, Histogram>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,11 +47,17 @@ impl Default for Metrics {
         });
         registry.register("scim_requests", "SCIM requests by method, route and status", scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", scim_latency.clone());
-        Metrics { registry, scim_requests, scim_latency }
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the Lease and runs the controllers", leader.clone());
+        Metrics { registry, scim_requests, scim_latency, leader }
     }
 }
 
 impl Metrics {
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &self.registry) {

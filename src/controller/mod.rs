@@ -6,6 +6,7 @@
 
 pub mod conditions;
 mod group;
+pub mod leader;
 mod tenant;
 mod user;
 

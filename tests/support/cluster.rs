@@ -33,7 +33,8 @@ pub struct ControlPlane {
 pub fn control_plane() -> &'static ControlPlane {
     static PLANE: OnceLock<ControlPlane> = OnceLock::new();
     PLANE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cleanmail-test-{}", std::process::id()));
+        remove_dirs_of_finished_runs();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create control plane dir");
         let log = std::fs::File::create(dir.join("run.log")).expect("create run.log");
         // Never waited for: run.sh outlives every test and stops itself when this process exits.
@@ -71,6 +72,21 @@ pub fn control_plane() -> &'static ControlPlane {
     })
 }
 
+const DIR_PREFIX: &str = "cleanmail-test-";
+
+/// Control-plane directories are kept after a run for their logs, and removed by the next test
+/// binary once the process that owned them is gone, so they never pile up.
+fn remove_dirs_of_finished_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A client for the admin of the test control plane, bound to the caller's runtime.
 pub async fn client() -> Client {
     let plane = control_plane();
@@ -105,6 +121,9 @@ pub fn operator() -> &'static Operator {
                     controller_concurrency: 4,
                     instance: Some("test-operator".into()),
                     log_json: false,
+                    lease_namespace: "default".into(),
+                    lease_name: "cleanmail-operator".into(),
+                    lease_duration_seconds: 15,
                 };
                 let running = run::start(client().await, args).await.expect("start operator");
                 tx.send((running.scim_addr, running.metrics_addr)).expect("report addresses");
