@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod run;
 pub mod scim;
+pub mod scope;
 pub mod telemetry;
 pub mod tenant;
 

@@ -5,11 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
-use kube::{
-    Api, Client,
-    api::ListParams,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Client, api::ListParams, runtime::watcher};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{
@@ -19,6 +15,7 @@ use crate::{
     },
     crd::{CleanmailGroup, CleanmailUser},
     scim::{self, GroupStore, ScimState, UserStore},
+    scope::Scope,
     telemetry::{self, Metrics},
     tenant::TenantRegistry,
 };
@@ -54,6 +51,10 @@ pub struct RunArgs {
     /// successor.
     #[arg(long, env = "CLEANMAIL_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration_seconds: u64,
+    /// Watch only these namespaces (comma-separated), for RBAC with Roles in the tenant
+    /// namespaces only; empty watches the whole cluster.
+    #[arg(long, env = "CLEANMAIL_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
 }
 
 /// A started operator; dropping it does not stop it, [`Running::stop`] does.
@@ -87,10 +88,15 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     let scim_listener = bind(args.scim_addr, "SCIM").await?;
     let metrics_listener = bind(args.metrics_addr, "metrics").await?;
-    Api::<CleanmailUser>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("cannot list CleanmailUsers: are the CRDs installed (cleanmail-operator crd | kubectl apply -f -)?")?;
+    let scope = Scope::from_list(&args.watch_namespaces);
+    for partition in scope.partitions() {
+        Scope::api::<CleanmailUser>(&client, &partition).list(&ListParams::default().limit(1)).await.with_context(|| {
+            format!(
+                "cannot list CleanmailUsers in {}: are the CRDs installed (cleanmail-operator crd | kubectl apply -f -) and may this identity list them?",
+                partition.as_deref().unwrap_or("the cluster")
+            )
+        })?;
+    }
 
     let (shutdown, _) = watch::channel(false);
     let stopped = || until_stopped(&shutdown);
@@ -100,24 +106,25 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let mut tasks = JoinSet::new();
 
-    let watch = watcher(Api::<CleanmailUser>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let partitions = scope.partitions().len();
+    let watch = scope.watch::<CleanmailUser>(&client, &watcher::Config::default());
     tasks.spawn({
         let (users, stop) = (users.clone(), stopped());
         async move {
-            tokio::select! { _ = users.follow(watch) => {}, _ = stop => {} }
+            tokio::select! { _ = users.follow(watch, partitions) => {}, _ = stop => {} }
         }
     });
-    let group_watch = watcher(Api::<CleanmailGroup>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let group_watch = scope.watch::<CleanmailGroup>(&client, &watcher::Config::default());
     tasks.spawn({
         let (groups, stop) = (groups.clone(), stopped());
         async move {
-            tokio::select! { _ = groups.follow(group_watch) => {}, _ = stop => {} }
+            tokio::select! { _ = groups.follow(group_watch, partitions) => {}, _ = stop => {} }
         }
     });
     tasks.spawn({
-        let (tenants, client, stop) = (tenants.clone(), client.clone(), stopped());
+        let (tenants, client, scope, stop) = (tenants.clone(), client.clone(), scope.clone(), stopped());
         async move {
-            tokio::select! { _ = tenants.run(client) => {}, _ = stop => {} }
+            tokio::select! { _ = tenants.run(client, scope) => {}, _ = stop => {} }
         }
     });
 
@@ -128,6 +135,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         default_backend: args.default_backend.clone(),
         settings: Settings { concurrency: args.controller_concurrency },
         metrics: metrics.clone(),
+        scope,
     };
     let lease = LeaseSettings {
         namespace: args.lease_namespace.clone(),

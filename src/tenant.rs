@@ -6,22 +6,22 @@
 //! effect within [`SECRET_REFRESH`] without watching every Secret in the cluster.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, ResourceExt, runtime::watcher};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use crate::crd::{CleanmailTenant, DeletionPolicy, SecretKeyRef};
+use crate::{
+    crd::{CleanmailTenant, DeletionPolicy, SecretKeyRef},
+    scope::{Partition, Scope},
+};
 
 /// How often token and backend Secrets are re-read.
 pub const SECRET_REFRESH: Duration = Duration::from_secs(15);
@@ -131,8 +131,8 @@ impl TenantRegistry {
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    /// Watches tenants and keeps their Secrets fresh until the watch ends.
-    pub async fn run(self, client: Client) {
+    /// Watches the tenants of `scope` and keeps their Secrets fresh until the watch ends.
+    pub async fn run(self, client: Client, scope: Scope) {
         let refresh = {
             let this = self.clone();
             let client = client.clone();
@@ -147,17 +147,21 @@ impl TenantRegistry {
             }
         };
         let follow = async {
-            let tenants = Api::<CleanmailTenant>::all(client.clone());
-            let mut events = std::pin::pin!(watcher(tenants, watcher::Config::default()).default_backoff());
-            let mut relist = Vec::new();
-            while let Some(event) = events.next().await {
+            let partitions = scope.partitions().len();
+            let mut events = std::pin::pin!(scope.watch::<CleanmailTenant>(&client, &watcher::Config::default()));
+            let mut relists: HashMap<Partition, Vec<CleanmailTenant>> = HashMap::new();
+            let mut listed = HashSet::new();
+            while let Some((partition, event)) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Init) => relist.clear(),
-                    Ok(watcher::Event::InitApply(tenant)) => relist.push(tenant),
+                    Ok(watcher::Event::Init) => drop(relists.insert(partition, Vec::new())),
+                    Ok(watcher::Event::InitApply(tenant)) => relists.entry(partition).or_default().push(tenant),
                     Ok(watcher::Event::InitDone) => {
-                        self.write().objects = relist.drain(..).map(|t| (key(&t), t)).collect();
+                        self.replace_partition(&partition, relists.remove(&partition).unwrap_or_default());
                         self.refresh_secrets(&client).await;
-                        self.ready.send_replace(true);
+                        listed.insert(partition);
+                        if listed.len() >= partitions {
+                            self.ready.send_replace(true);
+                        }
                     }
                     Ok(watcher::Event::Apply(tenant)) => {
                         self.write().objects.insert(key(&tenant), tenant.clone());
@@ -173,6 +177,13 @@ impl TenantRegistry {
             }
         };
         tokio::select! { _ = refresh => {}, _ = follow => {} }
+    }
+
+    /// After a relist of `partition`, its tenants are exactly `tenants`; other namespaces stay.
+    fn replace_partition(&self, partition: &Partition, tenants: Vec<CleanmailTenant>) {
+        let mut inner = self.write();
+        inner.objects.retain(|_, tenant| partition.as_ref().is_some_and(|ns| tenant.namespace().as_ref() != Some(ns)));
+        inner.objects.extend(tenants.into_iter().map(|t| (key(&t), t)));
     }
 
     async fn refresh_secrets(&self, client: &Client) {

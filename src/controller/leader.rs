@@ -4,12 +4,13 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 
 use super::{Context, Settings};
-use crate::{backend::BackendRegistry, telemetry::Metrics, tenant::TenantRegistry};
+use crate::{backend::BackendRegistry, scope::Scope, telemetry::Metrics, tenant::TenantRegistry};
 
 /// Where the Lease lives and how long it holds without renewal.
 #[derive(Clone, Debug)]
@@ -29,6 +30,7 @@ pub struct Term {
     pub default_backend: String,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    pub scope: Scope,
 }
 
 /// How long to wait before trying to set up the Lease again after the API server refused.
@@ -37,7 +39,7 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Runs the controllers whenever this replica holds the Lease, until `shutdown` resolves; then
 /// stops them and releases the Lease so another replica takes over at once.
 pub async fn run(term: Term, lease: LeaseSettings, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let shutdown = Box::pin(shutdown).shared();
     let manager = tokio::select! {
         manager = build_manager(&term.client, &lease) => manager,
         () = shutdown.clone() => return,
@@ -51,19 +53,23 @@ pub async fn run(term: Term, lease: LeaseSettings, shutdown: impl Future<Output 
         tracing::info!(identity = %lease.identity, lease = %lease.name, "leading: starting the controllers");
         term.metrics.set_leader(true);
         let lost = until_lost(leading.clone());
-        let ctx = Arc::new(Context::new(
-            term.client.clone(),
-            term.tenants.clone(),
-            BackendRegistry::new(&term.default_backend),
-            lease.identity.clone(),
-        ));
-        let stopping = futures::future::select(Box::pin(lost), shutdown.clone());
-        super::run(ctx, term.settings.clone(), async move {
-            stopping.await;
-        })
-        .await;
+        let stopping = futures::future::select(Box::pin(lost), shutdown.clone()).map(|_| ()).shared();
+        // One set of controllers per watched partition, each with its own caches.
+        let controllers = term.scope.partitions().into_iter().map(|partition| {
+            let ctx = Arc::new(Context::new(
+                term.client.clone(),
+                term.tenants.clone(),
+                BackendRegistry::new(&term.default_backend),
+                lease.identity.clone(),
+            ));
+            let stopping = stopping.clone();
+            super::run(ctx, partition, term.settings.clone(), async move {
+                stopping.await;
+            })
+        });
+        futures::future::join_all(controllers).await;
         term.metrics.set_leader(false);
-        if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
+        if shutdown.clone().now_or_never().is_some() {
             break;
         }
         tracing::warn!(identity = %lease.identity, "lost the lease: controllers stopped");

@@ -30,6 +30,7 @@ use kube::{
 use crate::{
     backend::{BackendError, BackendRegistry},
     crd::{CleanmailGroup, CleanmailTenant, CleanmailUser},
+    scope::{Partition, Scope},
     tenant::TenantRegistry,
 };
 
@@ -146,32 +147,39 @@ const GROUP_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs the controllers until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    partition: Partition,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let users =
-        Controller::new(Api::<CleanmailUser>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-            .with_config(config.clone())
-            .graceful_shutdown_on(shutdown.clone());
+    let users = Controller::new(
+        Scope::api::<CleanmailUser>(&ctx.client, &partition),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config.clone())
+    .graceful_shutdown_on(shutdown.clone());
     // Groups resolve their members through the user controller's cache.
     let _ = ctx.users.set(users.store());
     let users = users.run(user::reconcile, error_policy, ctx.clone()).for_each(log_outcome);
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
-    let groups =
-        Controller::new(Api::<CleanmailGroup>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-            .with_config(config.clone().debounce(GROUP_DEBOUNCE))
-            .graceful_shutdown_on(shutdown.clone())
-            .run(group::reconcile, error_policy, ctx.clone())
-            .for_each(log_outcome);
-    let tenants =
-        Controller::new(Api::<CleanmailTenant>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-            .with_config(config)
-            .graceful_shutdown_on(shutdown)
-            .run(tenant::reconcile, error_policy, ctx.clone())
-            .for_each(log_outcome);
+    let groups = Controller::new(
+        Scope::api::<CleanmailGroup>(&ctx.client, &partition),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config.clone().debounce(GROUP_DEBOUNCE))
+    .graceful_shutdown_on(shutdown.clone())
+    .run(group::reconcile, error_policy, ctx.clone())
+    .for_each(log_outcome);
+    let tenants = Controller::new(
+        Scope::api::<CleanmailTenant>(&ctx.client, &partition),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config)
+    .graceful_shutdown_on(shutdown)
+    .run(tenant::reconcile, error_policy, ctx.clone())
+    .for_each(log_outcome);
     futures::join!(users, groups, tenants);
 }
 

@@ -7,7 +7,7 @@
 //! controller is still cleaning up the mailbox behind a finalizer.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -16,7 +16,10 @@ use futures::{Stream, StreamExt};
 use kube::{ResourceExt, runtime::watcher};
 use tokio::sync::watch;
 
-use crate::crd::{CleanmailGroup, CleanmailUser};
+use crate::{
+    crd::{CleanmailGroup, CleanmailUser},
+    scope::Partition,
+};
 
 /// A resource the read model can index.
 pub trait Indexed: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
@@ -169,18 +172,24 @@ impl<K: Indexed> ResourceStore<K> {
         ns.bury(&name, resource_version(user));
     }
 
-    /// Replaces everything after a (re)list, keeping nothing from before.
-    fn reset(&self, users: Vec<K>) {
+    /// Replaces what is known of `partition` after a (re)list, keeping nothing of it from before.
+    fn reset(&self, partition: &Partition, objects: Vec<K>) {
         let mut fresh: HashMap<String, Namespace<K>> = HashMap::new();
-        for user in users {
-            if user.meta().deletion_timestamp.is_some() {
+        for object in objects {
+            if object.meta().deletion_timestamp.is_some() {
                 continue;
             }
-            if let Some(namespace) = user.namespace() {
-                fresh.entry(namespace).or_default().insert(Arc::new(user));
+            if let Some(namespace) = object.namespace() {
+                fresh.entry(namespace).or_default().insert(Arc::new(object));
             }
         }
-        *self.write() = fresh;
+        let mut namespaces = self.write();
+        match partition {
+            None => *namespaces = fresh,
+            Some(namespace) => {
+                namespaces.insert(namespace.clone(), fresh.remove(namespace).unwrap_or_default());
+            }
+        }
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
@@ -222,23 +231,28 @@ impl<K: Indexed> ResourceStore<K> {
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    /// Feeds the store from a watch stream until the stream ends.
-    pub async fn follow<S>(self, events: S)
+    /// Feeds the store from the watches of `partitions` until they end; ready once every
+    /// partition has been listed.
+    pub async fn follow<S>(self, events: S, partitions: usize)
     where
-        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+        S: Stream<Item = (Partition, Result<watcher::Event<K>, watcher::Error>)>,
     {
-        let mut relist = Vec::new();
+        let mut relists: HashMap<Partition, Vec<K>> = HashMap::new();
+        let mut listed = HashSet::new();
         let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
+        while let Some((partition, event)) = events.next().await {
             match event {
-                Ok(watcher::Event::Init) => relist.clear(),
-                Ok(watcher::Event::InitApply(user)) => relist.push(user),
+                Ok(watcher::Event::Init) => drop(relists.insert(partition, Vec::new())),
+                Ok(watcher::Event::InitApply(object)) => relists.entry(partition).or_default().push(object),
                 Ok(watcher::Event::InitDone) => {
-                    self.reset(std::mem::take(&mut relist));
-                    self.ready.send_replace(true);
+                    self.reset(&partition, relists.remove(&partition).unwrap_or_default());
+                    listed.insert(partition);
+                    if listed.len() >= partitions {
+                        self.ready.send_replace(true);
+                    }
                 }
-                Ok(watcher::Event::Apply(user)) => self.apply(user),
-                Ok(watcher::Event::Delete(user)) => self.delete(&user),
+                Ok(watcher::Event::Apply(object)) => self.apply(object),
+                Ok(watcher::Event::Delete(object)) => self.delete(&object),
                 Err(error) => tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying"),
             }
         }

@@ -124,6 +124,7 @@ pub fn operator() -> &'static Operator {
                     lease_namespace: "default".into(),
                     lease_name: "cleanmail-operator".into(),
                     lease_duration_seconds: 15,
+                    watch_namespaces: Vec::new(),
                 };
                 let running = run::start(client().await, args).await.expect("start operator");
                 tx.send((running.scim_addr, running.metrics_addr)).expect("report addresses");
