@@ -7,6 +7,10 @@ use anyhow::Context as _;
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use kube::{Client, api::ListParams, runtime::watcher};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 use crate::{
     controller::{
@@ -148,8 +152,12 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
 
     let state = ScimState { client, users: users.clone(), groups: groups.clone(), tenants: tenants.clone() };
     let app = scim::router(state)
-        .layer(axum::middleware::from_fn_with_state(metrics.clone(), telemetry::observe_request))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        .layer(axum::middleware::from_fn_with_state((metrics.clone(), tenants.clone()), telemetry::observe_request))
+        // Outermost first: every request gets an id (or keeps the client's), logs carry it, and
+        // the response returns it so a client report can be matched to the log lines.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     let scim_addr = scim_listener.local_addr()?;
     tasks.spawn({
         let until_stopped = stopped();
@@ -182,6 +190,7 @@ fn until_stopped(shutdown: &watch::Sender<bool>) -> impl std::future::Future<Out
 }
 
 fn health_routes(users: UserStore, groups: GroupStore, tenants: TenantRegistry, metrics: Arc<Metrics>) -> Router {
+    let (users_for_metrics, groups_for_metrics) = (users.clone(), groups.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -200,6 +209,8 @@ fn health_routes(users: UserStore, groups: GroupStore, tenants: TenantRegistry, 
         .route(
             "/metrics",
             get(move || {
+                metrics.set_backlog("CleanmailUser", users_for_metrics.backlog());
+                metrics.set_backlog("CleanmailGroup", groups_for_metrics.backlog());
                 let text = metrics.render();
                 async move {
                     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)

@@ -60,7 +60,7 @@ fn start_replica(name: &'static str, namespace: &str, database: &Path) -> Replic
         .env("CLEANMAIL_LEASE_NAME", LEASE)
         .env("CLEANMAIL_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
         .env("POD_NAME", name)
-        .env("RUST_LOG", "info,kube_lease_manager=debug")
+        .env("RUST_LOG", "info,tower_http=debug")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log"))
         .stderr(log)
@@ -184,4 +184,11 @@ async fn a_killed_leader_is_replaced_and_every_user_ends_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+
+    // Request logs carry request ids and never the bearer token.
+    for name in ["ha-a", "ha-b"] {
+        let log = std::fs::read_to_string(cluster::control_plane().dir.join(format!("{name}.log"))).expect("log");
+        assert!(log.contains("request_id="), "{name}: requests are logged with their id");
+        assert!(!log.contains(&token), "{name}: the token never reaches the log");
+    }
 }

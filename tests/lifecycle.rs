@@ -440,3 +440,51 @@ async fn oversized_post_status(scim_url: &str, token: &str) -> u16 {
     assert!(head.to_lowercase().contains("content-type: application/scim+json"), "{head}");
     head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line")
 }
+
+#[tokio::test]
+async fn metrics_and_request_ids_describe_the_work_done() {
+    let operator = cluster::operator();
+    let client = cluster::client().await;
+    let (namespace, token) = cluster::tenant(&client, "metrics", &["metrics.ch"], "Delete").await;
+    let scim = Scim::new(&operator.scim_url, &token);
+    scim.wait_until_usable().await;
+    let created = scim.post("/Users", &entra_user("m@metrics.ch", "m")).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let users: Api<CleanmailUser> = Api::namespaced(client, &namespace);
+    wait_for_reason(&users, created.body["id"].as_str().expect("id"), "MailboxProvisioned").await;
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let response = http
+        .get(format!("{}/Users", operator.scim_url))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-42"));
+    let generated = http.get(format!("{}/Users", operator.scim_url)).bearer_auth(&token).send().await.expect("request");
+    let id = generated.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "a generated request id: {id:?}");
+
+    let text = http
+        .get(format!("{}/metrics", operator.metrics_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let has = |needle: &str| text.lines().any(|line| line.starts_with(needle));
+    assert!(
+        has(&format!(
+            "cleanmail_scim_requests_total{{method=\"POST\",route=\"/scim/v2/Users\",status=\"201\",tenant=\"{namespace}\"}}"
+        )),
+        "{text}"
+    );
+    assert!(has("cleanmail_scim_request_duration_seconds_bucket{"), "{text}");
+    assert!(has("cleanmail_reconciles_total{kind=\"CleanmailUser\",result=\"success\"}"), "{text}");
+    assert!(has("cleanmail_reconcile_duration_seconds_count{kind=\"CleanmailUser\"}"), "{text}");
+    assert!(has("cleanmail_reconcile_backlog{kind=\"CleanmailUser\"}"), "{text}");
+    assert!(has("cleanmail_leader 1"), "{text}");
+    assert!(!text.contains(&token), "no token in metrics");
+}

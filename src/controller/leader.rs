@@ -61,6 +61,7 @@ pub async fn run(term: Term, lease: LeaseSettings, shutdown: impl Future<Output 
                 term.tenants.clone(),
                 BackendRegistry::new(&term.default_backend),
                 lease.identity.clone(),
+                term.metrics.clone(),
             ));
             let stopping = stopping.clone();
             super::run(ctx, partition, term.settings.clone(), async move {

@@ -31,6 +31,7 @@ use crate::{
     backend::{BackendError, BackendRegistry},
     crd::{CleanmailGroup, CleanmailTenant, CleanmailUser},
     scope::{Partition, Scope},
+    telemetry::Metrics,
     tenant::TenantRegistry,
 };
 
@@ -74,10 +75,17 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The user controller's cache, set when the controllers start.
     users: std::sync::OnceLock<kube::runtime::reflector::Store<CleanmailUser>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, tenants: TenantRegistry, backends: BackendRegistry, instance: String) -> Self {
+    pub fn new(
+        client: Client,
+        tenants: TenantRegistry,
+        backends: BackendRegistry,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter { controller: "cleanmail-operator".into(), instance: Some(instance) };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -86,6 +94,7 @@ impl Context {
             backends,
             failures: Mutex::default(),
             users: std::sync::OnceLock::new(),
+            metrics,
         }
     }
 
@@ -161,7 +170,9 @@ pub async fn run(
     .graceful_shutdown_on(shutdown.clone());
     // Groups resolve their members through the user controller's cache.
     let _ = ctx.users.set(users.store());
-    let users = users.run(user::reconcile, error_policy, ctx.clone()).for_each(log_outcome);
+    let users = users
+        .run(|o, c| observed("CleanmailUser", user::reconcile(o, c.clone()), c), error_policy, ctx.clone())
+        .for_each(log_outcome);
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
     let groups = Controller::new(
@@ -181,6 +192,32 @@ pub async fn run(
     .run(tenant::reconcile, error_policy, ctx.clone())
     .for_each(log_outcome);
     futures::join!(users, groups, tenants);
+}
+
+/// Runs one reconcile and records its result, duration and any backend error.
+async fn observed(
+    kind: &'static str,
+    reconcile: impl Future<Output = Result<Action>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics.observe_reconcile(kind, result.is_ok(), started.elapsed());
+    if let Some(error) = result.as_ref().err().and_then(backend_error) {
+        ctx.metrics.count_backend_error(error.operation, error.is_transient());
+    }
+    result
+}
+
+fn backend_error(error: &Error) -> Option<&BackendError> {
+    match error {
+        Error::Backend(error) => Some(error),
+        Error::Finalizer(boxed) => match boxed.as_ref() {
+            finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => backend_error(inner),
+            _ => None,
+        },
+        Error::Kube(_) => None,
+    }
 }
 
 async fn log_outcome<K, E: std::fmt::Display, W: std::fmt::Display>(

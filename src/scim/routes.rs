@@ -126,13 +126,7 @@ impl FromRequestParts<Arc<ScimState>> for Authenticated {
         if !(state.users.is_ready() && state.groups.is_ready() && state.tenants.is_ready()) {
             return Err(ScimError::unavailable("the endpoint is starting; retry shortly"));
         }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token);
+        let token = crate::tenant::bearer_token(&parts.headers);
         token.and_then(|token| state.tenants.authenticate(token)).map(Authenticated).ok_or_else(ScimError::unauthorized)
     }
 }

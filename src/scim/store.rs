@@ -26,6 +26,8 @@ pub trait Indexed: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'sta
     /// The attribute unique per tenant, lower-cased (RFC 7643: `caseExact` false).
     fn unique_key(&self) -> String;
     fn external_id(&self) -> Option<&str>;
+    /// The generation the controller last reported on (`status.observedGeneration`).
+    fn observed_generation(&self) -> Option<i64>;
 }
 
 impl Indexed for CleanmailUser {
@@ -35,6 +37,9 @@ impl Indexed for CleanmailUser {
     fn external_id(&self) -> Option<&str> {
         self.spec.external_id.as_deref()
     }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
 }
 
 impl Indexed for CleanmailGroup {
@@ -43,6 +48,9 @@ impl Indexed for CleanmailGroup {
     }
     fn external_id(&self) -> Option<&str> {
         self.spec.external_id.as_deref()
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
     }
 }
 
@@ -223,6 +231,12 @@ impl<K: Indexed> ResourceStore<K> {
 
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// How many objects have a spec the controller has not reported on yet.
+    pub fn backlog(&self) -> usize {
+        let behind = |object: &Arc<K>| object.observed_generation() < object.meta().generation;
+        self.read().values().map(|ns| ns.by_name.values().filter(|o| behind(o)).count()).sum()
     }
 
     /// Resolves once the first full list has been loaded.
