@@ -6,9 +6,8 @@
 mod support;
 
 use std::{
-    net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,6 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use support::{
     cluster::{self, eventually},
+    process::{self, Replica},
     scim::{Scim, entra_user},
 };
 
@@ -27,65 +27,13 @@ const LEASE_SECONDS: u64 = 6;
 const TAKEOVER_BOUND: Duration = Duration::from_secs(LEASE_SECONDS + 5);
 const CONVERGE: Duration = Duration::from_secs(120);
 
-/// An operator process, killed when dropped so no test leaves one behind.
-struct Replica {
-    name: &'static str,
-    child: Child,
-    scim_url: String,
-    metrics_url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn start_replica(name: &'static str, namespace: &str, database: &Path) -> Replica {
-    let plane = cluster::control_plane();
-    let (scim_port, metrics_port) = (free_port(), free_port());
-    let log = std::fs::File::create(plane.dir.join(format!("{name}.log"))).expect("replica log");
-    let child = Command::new(env!("CARGO_BIN_EXE_cleanmail-operator"))
-        .arg("run")
-        .env("KUBECONFIG", &plane.kubeconfig)
-        .env("CLEANMAIL_SCIM_ADDR", format!("127.0.0.1:{scim_port}"))
-        .env("CLEANMAIL_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-        .env("CLEANMAIL_DEFAULT_BACKEND", format!("sqlite://{}", database.display()))
-        .env("CLEANMAIL_LEASE_NAMESPACE", namespace)
-        .env("CLEANMAIL_LEASE_NAME", LEASE)
-        .env("CLEANMAIL_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
-        .env("POD_NAME", name)
-        .env("RUST_LOG", "info,tower_http=debug")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(log)
-        .spawn()
-        .expect("start the operator binary");
-    Replica {
-        name,
-        child,
-        scim_url: format!("http://127.0.0.1:{scim_port}/scim/v2"),
-        metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-    }
-}
-
-/// `Some(())` once the replica's caches have synced (`/readyz` answers 200).
-async fn ready(replica: &Replica) -> Option<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
-    let url = replica.metrics_url.replace("/metrics", "/readyz");
-    http.get(url).send().await.ok()?.status().is_success().then_some(())
-}
-
-/// `Some(true)` when the replica reports it leads, `None` while it does not answer.
-async fn leads(replica: &Replica) -> Option<bool> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
-    let text = http.get(&replica.metrics_url).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|line| line.strip_prefix("cleanmail_leader ")).map(|v| v.trim() == "1")
+fn start_replica(name: &str, namespace: &str, database: &Path) -> Replica {
+    let env = [
+        ("CLEANMAIL_LEASE_NAMESPACE", namespace.to_string()),
+        ("CLEANMAIL_LEASE_NAME", LEASE.to_string()),
+        ("CLEANMAIL_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string()),
+    ];
+    process::start(name, &cluster::control_plane().kubeconfig, database, &env)
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -127,11 +75,11 @@ async fn a_killed_leader_is_replaced_and_every_user_ends_ready() {
 
     // Both replicas serve SCIM; exactly one leads, and the Lease names it.
     for replica in &replicas {
-        eventually(&format!("{} ready", replica.name), CONVERGE, || ready(replica)).await;
+        replica.wait_until_ready(CONVERGE).await;
         Scim::new(&replica.scim_url, &token).wait_until_usable().await;
     }
     let leader = eventually("exactly one leader", CONVERGE, || async {
-        let (a, b) = (leads(&replicas[0]).await?, leads(&replicas[1]).await?);
+        let (a, b) = (replicas[0].leads().await?, replicas[1].leads().await?);
         (a != b).then_some(usize::from(b))
     })
     .await;
@@ -155,7 +103,7 @@ async fn a_killed_leader_is_replaced_and_every_user_ends_ready() {
         assert_eq!(reply.status, 201, "the survivor serves SCIM without a leader: {}", reply.body);
     }
     eventually("the survivor leads", TAKEOVER_BOUND + Duration::from_secs(5), || async {
-        leads(survivor).await.filter(|l| *l)
+        survivor.leads().await.filter(|l| *l)
     })
     .await;
     let takeover = started.elapsed();

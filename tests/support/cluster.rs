@@ -215,14 +215,22 @@ pub fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The helm binary `just deps` installs.
+pub fn helm_path() -> PathBuf {
+    cache_dir().join("bin/helm")
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var("CLEANMAIL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cleanmail-operator"))
+}
+
 fn kubectl_path() -> PathBuf {
     let go_mod = std::fs::read_to_string(Path::new(REPO).join("tools/controlplane/go.mod")).expect("go.mod");
     let version = go_mod
         .lines()
         .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes ").map(|v| v.trim().to_string()))
         .expect("kubernetes version in go.mod");
-    let cache = std::env::var("CLEANMAIL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cleanmail-operator"));
-    cache.join(format!("k8s-{version}")).join("kubectl")
+    cache_dir().join(format!("k8s-{version}")).join("kubectl")
 }

@@ -4,4 +4,5 @@
 
 pub mod cluster;
 pub mod mailstack;
+pub mod process;
 pub mod scim;
