@@ -7,13 +7,17 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list --unsorted
 
-# Install the tools the tests and the demo need: PostgreSQL, Dovecot, helm, etcd, kube-apiserver, kubectl.
+# Install the tools the tests and the demo need: PostgreSQL, Dovecot, helm, crane, etcd, kube-apiserver, kubectl.
 deps:
     bash tools/install-deps.sh
 
-# Run every unit and integration test (a real control plane, SQLite, PostgreSQL and Dovecot).
-test: deps
+# Run every unit and integration test (a real control plane, SQLite, PostgreSQL, Dovecot, the image).
+test: deps image
     cargo test --locked --all-targets
+
+# Build the container image as an OCI image archive without a Docker daemon (crane; prints its path).
+image: deps
+    bash tools/image.sh
 
 # Run the operator on a local control plane with SQLite mailboxes until interrupted.
 demo: deps

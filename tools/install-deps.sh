@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 set -euo pipefail
 
+# Installs the Debian packages named that are not installed yet; succeeds when there are none.
+# Prints the names it installed on stdout, so a caller can react to a fresh install.
+install_debian_packages() {
+  local missing=() p
+  for p in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  ((${#missing[@]})) || return 0
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >&2
+  apt-get install -y --no-install-recommends "${missing[@]}" >&2
+  echo "${missing[*]}"
+}
+
 # --- mail stack ---
 # PostgreSQL 15 and Dovecot (with its SQLite and PostgreSQL drivers) for the SQL backend's
 # integration tests (tests/dovecot.rs). The tests start their own throwaway instances on free
 # 127.0.0.1 ports; the system services that the packages may start are stopped and disabled.
-mail_stack_pkgs=(postgresql-15 dovecot-core dovecot-sqlite dovecot-pgsql sqlite3)
-mail_stack_missing=()
-for p in "${mail_stack_pkgs[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
-    mail_stack_missing+=("$p")
-  fi
-done
-if ((${#mail_stack_missing[@]})); then
-  echo "install-deps: installing ${mail_stack_missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y --no-install-recommends "${mail_stack_missing[@]}"
+mail_stack_installed="$(install_debian_packages postgresql-15 dovecot-core dovecot-sqlite dovecot-pgsql sqlite3)"
+if [[ -n "$mail_stack_installed" ]]; then
   # Packages may start system daemons; the tests run their own instances and need none.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now postgresql dovecot >/dev/null 2>&1 || true
@@ -94,9 +101,7 @@ if [[ "$(cat "$conformance_venv/.requirements.sha256" 2>/dev/null)" != "$conform
     exit 1
   fi
   if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends python3-venv
+    install_debian_packages python3-venv >/dev/null
   fi
   rm -rf "$conformance_venv"
   python3 -m venv "$conformance_venv"
@@ -107,3 +112,27 @@ if [[ "$(cat "$conformance_venv/.requirements.sha256" 2>/dev/null)" != "$conform
 fi
 echo "install-deps: scim2-tester, scim-sanity: $conformance_venv" >&2
 # --- end conformance checkers ---
+
+# --- image tools ---
+# What `just image` (tools/image.sh) needs to build the container image without a Docker daemon:
+# Debian's CA bundle and jq, and crane from go-containerregistry, built from the Go module proxy into
+# ${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/bin/crane and rebuilt when the pin changes.
+install_debian_packages ca-certificates jq >/dev/null
+for b in /usr/bin/jq /etc/ssl/certs/ca-certificates.crt; do
+  [ -e "$b" ] || { echo "install-deps: $b missing after install" >&2; exit 1; }
+done
+crane_version=v0.22.1
+crane_bin="${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/bin/crane"
+if [[ "$("$crane_bin" version 2>/dev/null)" != "$crane_version" ]]; then
+  echo "install-deps: building crane $crane_version from the Go module proxy" >&2
+  mkdir -p "$(dirname "$crane_bin")"
+  (
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    GOBIN="$tmp" go install "github.com/google/go-containerregistry/cmd/crane@$crane_version"
+    install -m 0755 "$tmp/crane" "$crane_bin.tmp.$$"
+    mv -f "$crane_bin.tmp.$$" "$crane_bin"
+  )
+fi
+echo "install-deps: crane: $crane_bin" >&2
+# --- end image tools ---
