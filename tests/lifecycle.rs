@@ -375,6 +375,12 @@ async fn an_unreachable_backend_surfaces_as_a_condition() {
         ready_reason(&users, &id).await.filter(|(status, reason)| status == "False" && reason == "BackendUnavailable")
     })
     .await;
+    let metrics = reqwest::get(format!("{}/metrics", operator.metrics_url)).await.expect("metrics");
+    let text = metrics.text().await.expect("metrics text");
+    assert!(
+        text.lines().any(|l| l.starts_with("cleanmail_backend_errors_total{") && l.contains("transient=\"true\"")),
+        "the failed connection is counted as a transient backend error: {text}"
+    );
 }
 
 #[tokio::test]
