@@ -66,9 +66,7 @@ async fn conformance(tool: &str) {
 }
 
 fn venv_python() -> PathBuf {
-    let cache = std::env::var("CLEANMAIL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cleanmail-operator"));
+    let cache = cluster::cache_dir();
     let python = cache.join("venv-conformance/bin/python");
     assert!(python.exists(), "{} missing: run `just deps` (tools/install-deps.sh)", python.display());
     python

@@ -3,6 +3,8 @@
 //! shell, the binary in it is the static one and prints the CRDs, and the Dockerfile's final stage
 //! declares the same.
 
+mod support;
+
 use std::{
     collections::BTreeSet,
     ffi::OsStr,
@@ -12,6 +14,7 @@ use std::{
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use support::cluster;
 
 const BINARY: &str = "/usr/local/bin/cleanmail-operator";
 const USER: &str = "65532:65532";
@@ -20,9 +23,7 @@ const PORTS: [&str; 2] = ["8080/tcp", "9090/tcp"];
 const SHELLS: [&str; 11] = ["sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox"];
 
 fn archive() -> PathBuf {
-    let cache = std::env::var("CLEANMAIL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cleanmail-operator"));
+    let cache = cluster::cache_dir();
     let archive = cache.join("image/cleanmail-operator.tar");
     assert!(archive.is_file(), "{} not found: run `just image` first", archive.display());
     archive

@@ -220,7 +220,9 @@ pub fn helm_path() -> PathBuf {
     cache_dir().join("bin/helm")
 }
 
-fn cache_dir() -> PathBuf {
+/// Where `just deps` caches what it builds and installs (`CLEANMAIL_CACHE`, by default
+/// `~/.cache/cleanmail-operator`).
+pub fn cache_dir() -> PathBuf {
     std::env::var("CLEANMAIL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cleanmail-operator"))
