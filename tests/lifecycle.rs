@@ -319,12 +319,15 @@ async fn paging_put_and_events_behave_as_entra_expects() {
     assert_eq!((beyond.body["totalResults"].clone(), beyond.body["itemsPerPage"].clone()), (json!(3), json!(0)));
     assert_scim_error(&scim.get("/Users?count=many").await, 400, Some("invalidValue"));
 
-    // PUT replaces every attribute: omitted ones are removed.
+    // PUT replaces every attribute: omitted ones are removed. The user is provisioned first, so
+    // the disable below is a transition the controller reports (a user disabled before its first
+    // reconcile is simply created disabled).
+    let users: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
+    wait_for_reason(&users, &ids[0], "MailboxProvisioned").await;
     let replaced = scim
         .put(&format!("/Users/{}", ids[0]), &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "hank@paging.ch", "active": false}))
         .await;
     assert_eq!(replaced.status, 200, "{}", replaced.body);
-    let users: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
     let stored = users.get(&ids[0]).await.expect("user");
     assert_eq!(
         stored.spec,
