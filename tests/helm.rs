@@ -22,7 +22,7 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    cluster::{self, REPO, eventually},
+    cluster::{self, REPO, eventually, wait_for_reason},
     process::{self, Replica},
     scim::{Scim, entra_user},
 };
@@ -85,12 +85,6 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
     }
 }
 
-async fn ready_reason(users: &Api<CleanmailUser>, name: &str) -> Option<String> {
-    let user = users.get_opt(name).await.ok()??;
-    let ready = user.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(ready.reason)
-}
-
 /// Entra's lifecycle through `replica`: create → provisioned, disable → disabled, delete → gone.
 async fn entra_lifecycle(replica: &Replica, token: &str, users: &Api<CleanmailUser>, user_name: &str) {
     let scim = Scim::new(&replica.scim_url, token);
@@ -98,14 +92,10 @@ async fn entra_lifecycle(replica: &Replica, token: &str, users: &Api<CleanmailUs
     let created = scim.post("/Users", &entra_user(user_name, user_name)).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_string();
-    eventually("provisioned", CONVERGE, || async {
-        ready_reason(users, &id).await.filter(|r| r == "MailboxProvisioned")
-    })
-    .await;
+    wait_for_reason(users, &id, "MailboxProvisioned").await;
     let disable = json!({"schemas": [PATCH_OP], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]});
     assert_eq!(scim.patch(&format!("/Users/{id}"), &disable).await.status, 200);
-    eventually("disabled", CONVERGE, || async { ready_reason(users, &id).await.filter(|r| r == "MailboxDisabled") })
-        .await;
+    wait_for_reason(users, &id, "MailboxDisabled").await;
     assert_eq!(scim.delete(&format!("/Users/{id}")).await.status, 204);
     eventually("deleted", CONVERGE, || async { users.get_opt(&id).await.ok()?.is_none().then_some(()) }).await;
 }
@@ -199,10 +189,7 @@ async fn the_installed_chart_grants_exactly_what_the_operator_needs() {
     let kept = scim.post("/Users", &entra_user("carol@helm.ch", "carol")).await;
     assert_eq!(kept.status, 201, "{}", kept.body);
     let kept_id = kept.body["id"].as_str().expect("id").to_string();
-    eventually("provisioned", CONVERGE, || async {
-        ready_reason(&users, &kept_id).await.filter(|r| r == "MailboxProvisioned")
-    })
-    .await;
+    wait_for_reason(&users, &kept_id, "MailboxProvisioned").await;
     drop(replica);
     helm(&["uninstall", &release, "--namespace", &namespace]);
     assert!(users.get_opt(&kept_id).await.expect("get").is_some(), "users survive the uninstall");

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use kube::{Api, api::ListParams};
 use serde_json::json;
 use support::{
-    cluster::{self, eventually},
+    cluster::{self, eventually, ready_reason, wait_for_reason},
     scim::{Scim, assert_scim_error, entra_user},
 };
 
@@ -29,19 +29,6 @@ async fn mailbox_row(address: &str) -> Option<(i64, Option<String>)> {
             .flatten();
     pool.close().await;
     row
-}
-
-async fn ready_reason(api: &Api<CleanmailUser>, name: &str) -> Option<(String, String)> {
-    let user = api.get_opt(name).await.ok()??;
-    let ready = user.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-    Some((ready.status, ready.reason))
-}
-
-async fn wait_for_reason(api: &Api<CleanmailUser>, name: &str, reason: &str) {
-    eventually(&format!("{name} Ready with reason {reason}"), CONVERGE, || async {
-        ready_reason(api, name).await.filter(|(status, r)| status == "True" && r == reason)
-    })
-    .await;
 }
 
 #[tokio::test]

@@ -461,7 +461,7 @@ fn read_complex(attribute: &Attribute, path: &str, value: &Value) -> Result<Opti
 }
 
 /// Booleans arrive as JSON booleans or, from Entra, as the strings "True"/"False".
-pub fn coerce_boolean(value: &Value) -> Option<bool> {
+fn coerce_boolean(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         Value::String(s) => string_as_bool(s),

@@ -236,3 +236,18 @@ fn kubectl_path() -> PathBuf {
         .expect("kubernetes version in go.mod");
     cache_dir().join(format!("k8s-{version}")).join("kubectl")
 }
+
+/// `(status, reason)` of the user's `Ready` condition.
+pub async fn ready_reason(api: &Api<cleanmail_operator::crd::CleanmailUser>, name: &str) -> Option<(String, String)> {
+    let user = api.get_opt(name).await.ok()??;
+    let ready = user.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.status, ready.reason))
+}
+
+/// Waits until the user is `Ready=True` with `reason`, failing the test after 120 s.
+pub async fn wait_for_reason(api: &Api<cleanmail_operator::crd::CleanmailUser>, name: &str, reason: &str) {
+    eventually(&format!("{name} Ready with reason {reason}"), Duration::from_secs(120), || async {
+        ready_reason(api, name).await.filter(|(status, r)| status == "True" && r == reason)
+    })
+    .await;
+}

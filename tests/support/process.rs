@@ -2,7 +2,6 @@
 //! cluster: from a kubeconfig, configured through its environment.
 
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -23,15 +22,11 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// Starts `cleanmail-operator run` with `kubeconfig`, an SQLite default backend at `database`, and
 /// the extra environment `env` (lease, namespaces, …). Its log is `<control plane dir>/<name>.log`.
 pub fn start(name: &str, kubeconfig: &Path, database: &Path, env: &[(&str, String)]) -> Replica {
     let plane = super::cluster::control_plane();
-    let (scim_port, metrics_port) = (free_port(), free_port());
+    let (scim_port, metrics_port) = (super::mailstack::free_port(), super::mailstack::free_port());
     let log = std::fs::File::create(plane.dir.join(format!("{name}.log"))).expect("replica log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_cleanmail-operator"));
     command
