@@ -20,6 +20,9 @@ fn alice(enabled: bool) -> DesiredAccount {
         address: "alice@contoso.ch".into(),
         display_name: Some("Alice Example".into()),
         enabled,
+        quota_bytes: None,
+        aliases: vec![],
+        owner: "contoso/alice".into(),
     }
 }
 

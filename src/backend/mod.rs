@@ -17,6 +17,13 @@ pub struct DesiredAccount {
     pub display_name: Option<String>,
     /// Whether the account may log in and receive mail; a disabled account keeps its mail.
     pub enabled: bool,
+    /// Storage quota in bytes; None = no quota.
+    pub quota_bytes: Option<i64>,
+    /// Further addresses that deliver to this account, lower-cased; the backend keeps exactly this set.
+    pub aliases: Vec<String>,
+    /// Opaque label of whoever manages the account (the controller passes "namespace/name"); stored in the
+    /// row, so that a later account with the same label may adopt the row when its id changed.
+    pub owner: String,
 }
 
 /// The state a distribution list should have: one address delivering to its members' mailboxes.
@@ -47,6 +54,32 @@ pub struct Account {
     pub address: String,
     pub display_name: Option<String>,
     pub enabled: bool,
+    pub quota_bytes: Option<i64>,
+    /// Sorted.
+    pub aliases: Vec<String>,
+    /// None = released, or never managed by the operator (e.g. created by an earlier mail system).
+    pub owner: Option<String>,
+}
+
+/// What `ensure` had to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    /// An existing account holding the desired address, unowned or owned by the same label, was
+    /// re-keyed to the desired account id; its mail, password and creation time were kept.
+    Adopted {
+        previous_account_id: String,
+    },
+    /// Something differed (a desired change, or a row edited behind the operator's back) and was written.
+    Updated,
+    Unchanged,
+}
+
+/// The account as `ensure` left it, and what it had to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ensured {
+    pub account: Account,
+    pub change: Change,
 }
 
 /// Whether retrying the same call later can succeed.
@@ -81,14 +114,20 @@ pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 /// A store of mailbox accounts.
 #[async_trait]
 pub trait MailboxBackend: Send + Sync {
-    /// Creates the account or brings it to `desired`; a no-op when it already matches.
-    async fn ensure(&self, desired: &DesiredAccount) -> Result<Account>;
+    /// Creates the account, adopts an unowned one holding the same address, or brings it to
+    /// `desired`; writes nothing when it already matches.
+    async fn ensure(&self, desired: &DesiredAccount) -> Result<Ensured>;
     /// Disables the account, keeping its mail; a no-op when it is absent or already disabled.
     async fn disable(&self, account_id: &str) -> Result<()>;
-    /// Removes the account; a no-op when it is absent.
+    /// Leaves the account to nobody: clears its owner so a later account with the same address adopts it
+    /// (mail kept); with `disable` also disables it. A no-op when absent.
+    async fn release(&self, account_id: &str, disable: bool) -> Result<()>;
+    /// Removes the account and its aliases; a no-op when it is absent.
     async fn delete(&self, account_id: &str) -> Result<()>;
     /// Reads the account, if it exists.
     async fn get(&self, account_id: &str) -> Result<Option<Account>>;
+    /// Every account whose domain is one of `domains` (compared lower-case), ordered by address.
+    async fn accounts_in(&self, domains: &[String]) -> Result<Vec<Account>>;
     /// Creates the list or brings its address, name and exact member set to `desired`.
     async fn ensure_list(&self, desired: &DesiredList) -> Result<List>;
     /// Removes the list and its memberships (never the members' accounts); a no-op when absent.

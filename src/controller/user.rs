@@ -66,6 +66,9 @@ pub fn plan(user: &CleanmailUser, tenant: Option<&Tenant>) -> Result<DesiredAcco
         address: user.spec.user_name.to_lowercase(),
         display_name: user.spec.display_name.clone(),
         enabled: user.spec.active != Some(false),
+        quota_bytes: None,
+        aliases: vec![],
+        owner: format!("{namespace}/{}", user.name_any()),
     })
 }
 
@@ -89,7 +92,7 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     };
     let tenant = tenant.as_deref().map(backend_url).unwrap_or_default();
     let result = match ctx.backends.get(tenant).await {
-        Ok(backend) => backend.ensure(&desired).await,
+        Ok(backend) => backend.ensure(&desired).await.map(|ensured| ensured.account),
         Err(error) => Err(error),
     };
     match result {
@@ -239,7 +242,10 @@ mod tests {
                 account_id: "uid-1".into(),
                 address: "alice@contoso.ch".into(),
                 display_name: None,
-                enabled: true
+                enabled: true,
+                quota_bytes: None,
+                aliases: vec![],
+                owner: "contoso/u".into(),
             }
         );
         assert!(!plan(&user("a@contoso.ch", false), Some(&tenant(BackendChoice::Default))).expect("plan").enabled);
