@@ -32,6 +32,8 @@ pub const ITERATE_QUERY: &str = "SELECT address AS user FROM mailboxes WHERE act
 pub const POSTFIX_DOMAINS_QUERY: &str = "SELECT DISTINCT domain FROM mailboxes WHERE domain = lower('%s')";
 /// Postfix `virtual_mailbox_maps` query as documented.
 pub const POSTFIX_MAILBOXES_QUERY: &str = "SELECT maildir FROM mailboxes WHERE address = lower('%s') AND active = 1";
+/// Postfix `virtual_alias_maps` query for account aliases as documented.
+pub const POSTFIX_ACCOUNT_ALIASES_QUERY: &str = "SELECT m.address FROM aliases a JOIN mailboxes m ON m.account_id = a.account_id WHERE a.address = lower('%s') AND m.active = 1";
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const DOVECOT: &str = "/usr/sbin/dovecot";
