@@ -4,10 +4,19 @@
 // Every printer column repeats `type_ = "string"`, which the lint mistakes for a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Condition};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Annotation that keeps a user's mailbox from being deleted: while it is `"true"`, SCIM refuses to
+/// delete the user and a deleted user is held (Terminating) with its mailbox untouched.
+pub const PROTECTED_ANNOTATION: &str = "cleanmail.ch/protected";
+/// Label the SCIM endpoint puts on what it creates; resources without it were applied in the
+/// cluster (kubectl, GitOps) and are not the SCIM client's to delete unless the tenant allows it.
+pub const PROVISIONED_BY_LABEL: &str = "cleanmail.ch/provisioned-by";
+/// The value of [`PROVISIONED_BY_LABEL`] on resources created through SCIM.
+pub const PROVISIONED_BY_SCIM: &str = "scim";
 
 /// A mailbox identity provisioned through SCIM (usually by Microsoft Entra ID) or applied directly.
 ///
@@ -34,6 +43,18 @@ use serde::{Deserialize, Serialize};
         type_ = "boolean",
         json_path = ".spec.active",
         description = "Whether the identity is active in the identity provider"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "The mailbox's effective state: Enabled, Disabled, or Suspended by an override"
+    ),
+    printcolumn(
+        name = "Overridden",
+        type_ = "string",
+        json_path = ".status.overridden",
+        description = "Which spec.overrides are in effect"
     ),
     printcolumn(
         name = "Ready",
@@ -86,6 +107,28 @@ pub struct CleanmailUserSpec {
     /// The SCIM Enterprise User extension (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enterprise_user: Option<EnterpriseUser>,
+    /// Settings made in the cluster (kubectl, Argo CD, Flux) that win over what the SCIM client sent. SCIM neither shows nor changes them, so the identity provider and the overrides never undo each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<UserOverrides>,
+}
+
+/// Cluster-side settings of a user that win over the identity provider's. Each field can be owned by a different field manager.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOverrides {
+    /// `false` suspends the mailbox even while the identity provider says active; `true` keeps it open after the identity provider disabled the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// The mailbox's storage quota, such as `10Gi`; replaces the tenant's default quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quantity>,
+    /// Further addresses, in the tenant's domains, that deliver to this mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub aliases: Vec<String>,
+    /// What happens to the mailbox when the user is deleted; replaces the tenant's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 }
 
 /// One phone number of a user (an element of SCIM `phoneNumbers`).
@@ -210,6 +253,31 @@ pub struct CleanmailUserStatus {
     /// The mailbox account this user maps to, once provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<MailboxRef>,
+    /// The mailbox's effective state in one word: `Enabled`, `Disabled` (by the identity provider or an override) or `Suspended` (disabled by an override while the identity provider says active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// What the mailbox follows: the SCIM attributes with the overrides and the tenant's defaults applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveSettings>,
+    /// The names of the `spec.overrides` fields in effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden: Vec<String>,
+}
+
+/// The settings a mailbox follows after overrides and tenant defaults.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSettings {
+    /// Whether the mailbox is enabled.
+    pub active: bool,
+    /// The storage quota; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quantity>,
+    /// The mailbox's further addresses, lower-cased.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// What happens to the mailbox when the user is deleted.
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// The mailbox account a user maps to in its tenant's backend.
@@ -331,6 +399,12 @@ pub struct CleanmailGroupStatus {
         description = "What happens to a mailbox when its user is deleted"
     ),
     printcolumn(
+        name = "Orphans",
+        type_ = "integer",
+        json_path = ".status.orphanedAccounts",
+        description = "Accounts in the tenant's domains that no user maps to"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
@@ -353,9 +427,15 @@ pub struct CleanmailTenantSpec {
     /// The mailbox backend; the operator's default backend when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendSpec>,
-    /// What happens to a mailbox account when its user is deleted.
+    /// What happens to a mailbox account when its user is deleted (a user's `spec.overrides.deletionPolicy` wins). Deleting the tenant or its namespace never deletes mailboxes on the tenant's policy: only a user's own override can.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// The storage quota of mailboxes whose user sets none in `spec.overrides.quota`, such as `5Gi`; no quota when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_quota: Option<Quantity>,
+    /// Whether the SCIM client may delete users it did not create (applied with kubectl or a GitOps tool, such as a shared mailbox). Off by default.
+    #[serde(default)]
+    pub scim_may_delete_applied_users: bool,
 }
 
 /// A reference to a Secret in the same namespace.
@@ -399,8 +479,10 @@ pub enum DeletionPolicy {
     /// The account and its mail are removed.
     #[default]
     Delete,
-    /// The account is left as it is (a deleted user was disabled first), so no mail is lost.
+    /// The account is left as it is, enabled or not, and no longer managed; a later user with its address adopts it.
     Retain,
+    /// The account is disabled and kept with its mail, no longer managed; a later user with its address adopts it.
+    Disable,
 }
 
 /// What the controller observed for a tenant.
@@ -414,6 +496,12 @@ pub struct CleanmailTenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// How many accounts in the tenant's domains no user of this namespace maps to (retained, disabled or created outside the operator); they are reported, never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphaned_accounts: Option<i64>,
+    /// The first orphaned addresses, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphaned_addresses: Vec<String>,
 }
 
 /// `metav1.Condition` list as a list-map keyed by `type`, so server-side apply merges per condition.

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve SCIM and run the controllers against the cluster of the current kubeconfig.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print every CustomResourceDefinition as YAML.
     Crd,
 }
@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
         },
         Command::Run(args) => {
             telemetry::init_logging(args.log_json);
-            match serve(args).await {
+            match serve(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// How many users are reconciled at once.
     #[arg(long, env = "CLEANMAIL_CONTROLLER_CONCURRENCY", default_value_t = 8)]
     pub controller_concurrency: u16,
+    /// How often every healthy user, group and tenant is reconciled anyway: the period of drift
+    /// repair in the backend and of the tenant's orphan report.
+    #[arg(long, env = "CLEANMAIL_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub resync_seconds: u64,
     /// This replica's name in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -137,7 +141,10 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         client: client.clone(),
         tenants: tenants.clone(),
         default_backend: args.default_backend.clone(),
-        settings: Settings { concurrency: args.controller_concurrency },
+        settings: Settings {
+            concurrency: args.controller_concurrency,
+            resync: std::time::Duration::from_secs(args.resync_seconds),
+        },
         metrics: metrics.clone(),
         scope,
     };

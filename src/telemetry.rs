@@ -47,6 +47,12 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    /// The tenant's namespace.
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendErrorLabels {
     operation: &'static str,
     transient: bool,
@@ -62,6 +68,7 @@ pub struct Metrics {
     reconcile_duration: Family<KindLabel, Histogram>,
     backlog: Family<KindLabel, Gauge>,
     backend_errors: Family<BackendErrorLabels, Counter>,
+    orphaned_accounts: Family<TenantLabel, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -78,6 +85,7 @@ impl Default for Metrics {
         let reconcile_duration = Family::<KindLabel, Histogram>::new_with_constructor(latency_buckets);
         let backlog = Family::<KindLabel, Gauge>::default();
         let backend_errors = Family::<BackendErrorLabels, Counter>::default();
+        let orphaned_accounts = Family::<TenantLabel, Gauge>::default();
         registry.register("scim_requests", "SCIM requests by method, route, status and tenant", scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", scim_latency.clone());
         registry.register("leader", "1 while this replica holds the Lease and runs the controllers", leader.clone());
@@ -93,6 +101,11 @@ impl Default for Metrics {
             "Mailbox backend errors by operation and whether they are transient",
             backend_errors.clone(),
         );
+        registry.register(
+            "orphaned_accounts",
+            "Accounts in a tenant's domains that no user maps to (kept, never deleted), by tenant",
+            orphaned_accounts.clone(),
+        );
         Metrics {
             registry,
             scim_requests,
@@ -102,6 +115,7 @@ impl Default for Metrics {
             reconcile_duration,
             backlog,
             backend_errors,
+            orphaned_accounts,
         }
     }
 }
@@ -123,6 +137,11 @@ impl Metrics {
 
     pub fn set_backlog(&self, kind: &'static str, pending: usize) {
         self.backlog.get_or_create(&KindLabel { kind }).set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_orphaned_accounts(&self, tenant: &str, count: usize) {
+        let labels = TenantLabel { tenant: tenant.to_owned() };
+        self.orphaned_accounts.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn render(&self) -> String {

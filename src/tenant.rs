@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::api::resource::Quantity};
 use kube::{Api, Client, ResourceExt, runtime::watcher};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -36,6 +36,10 @@ pub struct Tenant {
     /// Allowed mail domains, lower-cased.
     pub domains: Vec<String>,
     pub deletion_policy: DeletionPolicy,
+    /// The quota of mailboxes whose user sets none.
+    pub default_quota: Option<Quantity>,
+    /// Whether SCIM may delete users applied in the cluster.
+    pub scim_may_delete_applied_users: bool,
     /// Where this tenant's mailboxes live.
     pub backend: BackendChoice,
     /// Why the tenant cannot be used, as (reason, message); `None` when it is usable.
@@ -259,6 +263,8 @@ impl TenantRegistry {
             name: object.name_any(),
             domains: spec.domains.iter().map(|d| d.trim().to_lowercase()).collect(),
             deletion_policy: spec.deletion_policy,
+            default_quota: spec.default_quota.clone(),
+            scim_may_delete_applied_users: spec.scim_may_delete_applied_users,
             backend: match backend_url {
                 None => BackendChoice::Default,
                 Some(Ok(url)) => BackendChoice::Url(url),
@@ -402,6 +408,8 @@ pub(crate) mod tests_support {
             name: "tenant".into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
             deletion_policy: DeletionPolicy::Delete,
+            default_quota: None,
+            scim_may_delete_applied_users: false,
             backend: BackendChoice::Default,
             problem: None,
             tokens: Vec::new(),

@@ -257,6 +257,9 @@ fn assert_example(case: &str, docs: &[Value]) {
         item("Service", ns, RELEASE),
         item("Service", ns, &format!("{RELEASE}-metrics")),
         item("Deployment", ns, RELEASE),
+        // Reading its namespaces (to tell a namespace teardown from a user's deletion), in every scope.
+        item("ClusterRole", "", &format!("{RELEASE}-namespaces")),
+        item("ClusterRoleBinding", "", &format!("{RELEASE}-namespaces")),
     ];
     let cluster_rbac = [item("ClusterRole", "", RELEASE), item("ClusterRoleBinding", "", RELEASE)];
     let expected =
@@ -273,7 +276,17 @@ fn assert_example(case: &str, docs: &[Value]) {
                 extra.push(item("Role", watched, RELEASE));
                 extra.push(item("RoleBinding", watched, RELEASE));
             }
-            assert_eq!(objects, expected(&extra), "{case}: no cluster-scoped RBAC, one Role per namespace");
+            assert_eq!(objects, expected(&extra), "{case}: one Role per namespace, no cluster-wide rules");
+            let reader = docs
+                .iter()
+                .find(|d| kind(d) == "ClusterRole" && name(d) == format!("{RELEASE}-namespaces"))
+                .expect("namespace reader");
+            assert_eq!(
+                reader["rules"],
+                serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+                                    "resourceNames": ["contoso", "fabrikam"]}]),
+                "{case}: only the watched namespaces can be read"
+            );
             assert_eq!(env(container, "CLEANMAIL_WATCH_NAMESPACES").expect("watch list")["value"], "contoso,fabrikam");
         }
         "ingress-tls" => {

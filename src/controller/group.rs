@@ -14,7 +14,7 @@ use kube::{
 };
 
 use super::{
-    Context, Error, RECHECK, RESYNC, Result, apply_status,
+    Context, Error, RECHECK, Result, apply_status,
     conditions::{self, Observed},
     object_key,
 };
@@ -134,7 +134,7 @@ async fn apply(group: &CleanmailGroup, ctx: &Context) -> Result<Action> {
             write_status(group, ctx, &observed, Some(list.address), (list.member_count, unresolved)).await?;
             ctx.succeeded(&object_key(group));
             // Members may name users that do not exist yet; look again soon.
-            Ok(Action::requeue(if unresolved > 0 { RECHECK } else { RESYNC }))
+            Ok(Action::requeue(if unresolved > 0 { RECHECK } else { ctx.resync }))
         }
         Err(error) => {
             let reason = if error.is_transient() { "BackendUnavailable" } else { "ProvisioningFailed" };
@@ -163,7 +163,9 @@ async fn cleanup(group: &CleanmailGroup, ctx: &Context) -> Result<Action> {
     };
     let backend = ctx.backends.get(url.as_deref()).await.map_err(Error::Backend)?;
     backend.delete_list(&group.uid().unwrap_or_default()).await.map_err(Error::Backend)?;
-    ctx.publish(group, EventType::Normal, "ListDeleted", format!("list {} removed", group.spec.display_name)).await;
+    let note = format!("list {} removed", group.spec.display_name);
+    tracing::info!(group = %object_key(group), "{note}");
+    ctx.publish(group, EventType::Normal, "ListDeleted", note).await;
     ctx.succeeded(&object_key(group));
     Ok(Action::await_change())
 }

@@ -62,6 +62,7 @@ pub async fn run(term: Term, lease: LeaseSettings, shutdown: impl Future<Output 
                 BackendRegistry::new(&term.default_backend),
                 lease.identity.clone(),
                 term.metrics.clone(),
+                term.settings.resync,
             ));
             let stopping = stopping.clone();
             super::run(ctx, partition, term.settings.clone(), async move {

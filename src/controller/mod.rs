@@ -7,6 +7,7 @@
 pub mod conditions;
 mod group;
 pub mod leader;
+pub mod plan;
 mod tenant;
 mod user;
 
@@ -39,8 +40,6 @@ use crate::{
 pub const FIELD_MANAGER: &str = "cleanmail-controller";
 /// Holds a user until its mailbox has been handled according to the deletion policy.
 pub const USER_FINALIZER: &str = "cleanmail.ch/mailbox-cleanup";
-/// How often a healthy object is reconciled anyway, to repair drift in the backend.
-const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a user blocked on something outside its own spec (its tenant) is looked at again.
 const RECHECK: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -54,6 +53,9 @@ pub enum Error {
     // Boxed: finalizer::Error embeds this very type.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// A deletion that must wait (a protected user); retried with backoff and at its next change.
+    #[error("{0}")]
+    Held(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +65,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Settings {
     /// How many objects are reconciled at once.
     pub concurrency: u16,
+    /// How often a healthy object is reconciled anyway, to repair drift in the backend.
+    pub resync: Duration,
 }
 
 /// What every reconcile shares.
@@ -76,6 +80,10 @@ pub struct Context {
     /// The user controller's cache, set when the controllers start.
     users: std::sync::OnceLock<kube::runtime::reflector::Store<CleanmailUser>>,
     metrics: Arc<Metrics>,
+    /// How often a healthy object is reconciled anyway.
+    resync: Duration,
+    /// When each tenant's backend was last searched for orphaned accounts.
+    orphan_scans: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -85,6 +93,7 @@ impl Context {
         backends: BackendRegistry,
         instance: String,
         metrics: Arc<Metrics>,
+        resync: Duration,
     ) -> Self {
         let reporter = Reporter { controller: "cleanmail-operator".into(), instance: Some(instance) };
         Context {
@@ -95,6 +104,8 @@ impl Context {
             failures: Mutex::default(),
             users: std::sync::OnceLock::new(),
             metrics,
+            resync,
+            orphan_scans: Mutex::default(),
         }
     }
 
@@ -102,6 +113,19 @@ impl Context {
         let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    /// Whether the tenant in `namespace` is due an orphan scan (once per resync period); marks it done.
+    fn orphan_scan_due(&self, namespace: &str) -> bool {
+        let mut scans = self.orphan_scans.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match scans.get(namespace) {
+            Some(last) if now.duration_since(*last) < self.resync => false,
+            _ => {
+                scans.insert(namespace.to_owned(), now);
+                true
+            }
         }
     }
 
@@ -216,7 +240,7 @@ fn backend_error(error: &Error) -> Option<&BackendError> {
             finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => backend_error(inner),
             _ => None,
         },
-        Error::Kube(_) => None,
+        Error::Kube(_) | Error::Held(_) => None,
     }
 }
 

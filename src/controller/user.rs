@@ -12,14 +12,17 @@ use kube::{
     },
 };
 
+use k8s_openapi::api::core::v1::Namespace;
+
 use super::{
-    Context, Error, RECHECK, RESYNC, Result, USER_FINALIZER,
+    Context, Error, RECHECK, Result, USER_FINALIZER,
     conditions::{self, Observed},
     object_key,
+    plan::{Disposal, Plan, disposal, plan},
 };
 use crate::{
-    backend::{DesiredAccount, MailboxBackend},
-    crd::{CleanmailUser, CleanmailUserStatus, DeletionPolicy, MailboxRef},
+    backend::{Change, MailboxBackend},
+    crd::{CleanmailUser, CleanmailUserStatus, DeletionPolicy, MailboxRef, PROTECTED_ANNOTATION},
     tenant::{BackendChoice, Tenant},
 };
 
@@ -36,42 +39,6 @@ pub async fn reconcile(user: Arc<CleanmailUser>, ctx: Arc<Context>) -> Result<Ac
     .map_err(|error| Error::Finalizer(Box::new(error)))
 }
 
-/// Pure: the account a user should map to, or why it cannot map to one.
-pub fn plan(user: &CleanmailUser, tenant: Option<&Tenant>) -> Result<DesiredAccount, Observed> {
-    let namespace = user.namespace().unwrap_or_default();
-    let tenant = tenant.ok_or_else(|| {
-        Observed::ready(false, "TenantNotFound", format!("no CleanmailTenant exists in namespace {namespace}"))
-    })?;
-    if let BackendChoice::Unresolved(message) = &tenant.backend {
-        return Err(Observed::ready(
-            false,
-            "BackendUnavailable",
-            format!("the tenant's backend is not configured: {message}"),
-        ));
-    }
-    if !tenant.allows(&user.spec.user_name) {
-        return Err(Observed::ready(
-            false,
-            "InvalidSpec",
-            format!(
-                "userName {:?} is not a mail address in the tenant's domains ({})",
-                user.spec.user_name,
-                tenant.domains.join(", ")
-            ),
-        ));
-    }
-    let account_id = user.uid().ok_or_else(|| Observed::ready(false, "InvalidSpec", "the resource has no uid"))?;
-    Ok(DesiredAccount {
-        account_id,
-        address: user.spec.user_name.to_lowercase(),
-        display_name: user.spec.display_name.clone(),
-        enabled: user.spec.active != Some(false),
-        quota_bytes: None,
-        aliases: vec![],
-        owner: format!("{namespace}/{}", user.name_any()),
-    })
-}
-
 fn backend_url(tenant: &Tenant) -> Option<&str> {
     match &tenant.backend {
         BackendChoice::Url(url) => Some(url),
@@ -81,83 +48,164 @@ fn backend_url(tenant: &Tenant) -> Option<&str> {
 
 async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     let tenant = ctx.tenants.tenant(&user.namespace().unwrap_or_default());
-    let desired = match plan(user, tenant.as_deref()) {
-        Ok(desired) => desired,
+    let plan = match plan(user, tenant.as_deref()) {
+        Ok(plan) => plan,
         Err(observed) => {
             // Not the user's fault alone (the tenant may change), so look again later.
             report_failure(user, ctx, &observed).await?;
-            write_status(user, ctx, &observed, previous_mailbox(user)).await?;
+            write_status(user, ctx, &observed, previous_mailbox(user), None).await?;
             return Ok(Action::requeue(RECHECK));
         }
     };
     let tenant = tenant.as_deref().map(backend_url).unwrap_or_default();
     let result = match ctx.backends.get(tenant).await {
-        Ok(backend) => backend.ensure(&desired).await.map(|ensured| ensured.account),
+        Ok(backend) => backend.ensure(&plan.account).await,
         Err(error) => Err(error),
     };
     match result {
-        Ok(account) => {
+        Ok(ensured) => {
+            let account = ensured.account;
             let mailbox =
                 MailboxRef { account_id: account.account_id, address: account.address, enabled: account.enabled };
-            let observed = if mailbox.enabled {
-                Observed::ready(true, "MailboxProvisioned", format!("mailbox {} is enabled", mailbox.address))
-            } else {
-                Observed::ready(
-                    true,
-                    "MailboxDisabled",
-                    format!("mailbox {} is disabled; its mail is kept", mailbox.address),
-                )
-            };
+            announce_change(user, ctx, &plan, &ensured.change).await;
             announce_transition(user, ctx, previous_mailbox(user).as_ref(), &mailbox).await;
-            write_status(user, ctx, &observed, Some(mailbox)).await?;
+            let observed = Observed::ready(true, ready_reason(&plan), ready_message(&plan, &mailbox.address));
+            write_status(user, ctx, &observed, Some(mailbox), Some(&plan)).await?;
             ctx.succeeded(&object_key(user));
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(ctx.resync))
         }
         Err(error) => {
             let reason = if error.is_transient() { "BackendUnavailable" } else { "ProvisioningFailed" };
             let observed = Observed::ready(false, reason, error.to_string());
             report_failure(user, ctx, &observed).await?;
-            write_status(user, ctx, &observed, previous_mailbox(user)).await?;
+            write_status(user, ctx, &observed, previous_mailbox(user), Some(&plan)).await?;
             Err(Error::Backend(error))
         }
     }
 }
 
+fn ready_reason(plan: &Plan) -> &'static str {
+    match plan.state {
+        "Enabled" => "MailboxProvisioned",
+        "Suspended" => "MailboxSuspended",
+        _ => "MailboxDisabled",
+    }
+}
+
+/// A sentence for people: the state, and what of it comes from overrides.
+fn ready_message(plan: &Plan, address: &str) -> String {
+    let state = match plan.state {
+        "Enabled" => format!("mailbox {address} is enabled"),
+        "Suspended" => format!("mailbox {address} is suspended by spec.overrides.active; its mail is kept"),
+        _ => format!("mailbox {address} is disabled; its mail is kept"),
+    };
+    if plan.overridden.is_empty() {
+        return state;
+    }
+    format!("{state} (overridden in the cluster: {})", plan.overridden.join(", "))
+}
+
+/// Events for what the backend had to do beyond following the spec: adopting an existing
+/// account, or repairing one that was changed behind the operator's back.
+async fn announce_change(user: &CleanmailUser, ctx: &Context, plan: &Plan, change: &Change) {
+    let address = &plan.account.address;
+    match change {
+        Change::Adopted { previous_account_id } => {
+            tracing::info!(user = %object_key(user), %address, previous_account_id, "existing mailbox adopted");
+            let note = format!("existing mailbox {address} (account {previous_account_id}) adopted with its mail");
+            ctx.publish(user, EventType::Normal, "MailboxAdopted", note).await;
+        }
+        // The last status already described this very plan, so the backend had drifted from it.
+        Change::Updated if already_applied(user, plan) => {
+            tracing::warn!(user = %object_key(user), %address, "mailbox drifted from its resource; restored");
+            let note = format!("mailbox {address} had been changed in the backend; restored to the resource's state");
+            ctx.publish(user, EventType::Warning, "MailboxRepaired", note).await;
+        }
+        _ => {}
+    }
+}
+
+fn already_applied(user: &CleanmailUser, plan: &Plan) -> bool {
+    let Some(status) = &user.status else { return false };
+    status.observed_generation == user.metadata.generation
+        && status.effective.as_ref() == Some(&plan.effective)
+        && conditions::is_true(&status.conditions, conditions::READY)
+}
+
 async fn cleanup(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     let namespace = user.namespace().unwrap_or_default();
-    let Some(tenant) = ctx.tenants.tenant(&namespace) else {
-        // Without a tenant nobody can say which backend or policy applies: keep the mail.
-        let note = format!("no tenant in namespace {namespace}; the mailbox of {} is kept", user.spec.user_name);
-        ctx.publish(user, EventType::Warning, "MailboxRetained", note).await;
+    let tenant = ctx.tenants.tenant(&namespace);
+    let terminating = match &tenant {
+        Some(_) => namespace_terminating(ctx, &namespace).await?,
+        None => false,
+    };
+    let (policy, why) = match disposal(user, tenant.as_deref(), terminating) {
+        Disposal::Hold => return hold(user, ctx).await,
+        Disposal::Follow { policy, why } => (policy, why),
+    };
+    let address = &user.spec.user_name;
+    let Some(tenant) = tenant else {
+        let note = format!("mailbox {address} is kept and left as it is: {why}");
+        tracing::info!(user = %object_key(user), %address, why, "mailbox retained");
+        ctx.publish(user, EventType::Normal, "MailboxRetained", note).await;
+        ctx.succeeded(&object_key(user));
         return Ok(Action::await_change());
     };
     let account_id = user.uid().unwrap_or_default();
-    match tenant.deletion_policy {
-        DeletionPolicy::Retain => {
-            let note = format!("mailbox {} is kept (deletion policy Retain)", user.spec.user_name);
-            tracing::info!(user = %object_key(user), "mailbox retained");
-            ctx.publish(user, EventType::Normal, "MailboxRetained", note).await;
-        }
-        DeletionPolicy::Delete => {
-            if let BackendChoice::Unresolved(message) = &tenant.backend {
-                return Err(Error::Backend(crate::backend::BackendError {
-                    kind: crate::backend::ErrorKind::Transient,
-                    operation: "delete",
-                    account_id,
-                    message: message.clone(),
-                    source: None,
-                }));
-            }
-            let backend: Arc<dyn MailboxBackend> =
-                ctx.backends.get(backend_url(&tenant)).await.map_err(Error::Backend)?;
-            backend.delete(&account_id).await.map_err(Error::Backend)?;
-            tracing::info!(user = %object_key(user), %account_id, "mailbox deleted");
-            let note = format!("mailbox {} and its mail were deleted", user.spec.user_name);
-            ctx.publish(user, EventType::Normal, "MailboxDeleted", note).await;
-        }
+    if let BackendChoice::Unresolved(message) = &tenant.backend {
+        return Err(Error::Backend(crate::backend::BackendError {
+            kind: crate::backend::ErrorKind::Transient,
+            operation: "delete",
+            account_id,
+            message: message.clone(),
+            source: None,
+        }));
     }
+    let backend: Arc<dyn MailboxBackend> = ctx.backends.get(backend_url(&tenant)).await.map_err(Error::Backend)?;
+    let (reason, note) = match policy {
+        DeletionPolicy::Delete => {
+            backend.delete(&account_id).await.map_err(Error::Backend)?;
+            ("MailboxDeleted", format!("mailbox {address} and its mail were deleted ({why})"))
+        }
+        DeletionPolicy::Disable => {
+            backend.release(&account_id, true).await.map_err(Error::Backend)?;
+            ("MailboxDisabled", format!("mailbox {address} was disabled and kept with its mail ({why})"))
+        }
+        DeletionPolicy::Retain => {
+            backend.release(&account_id, false).await.map_err(Error::Backend)?;
+            ("MailboxRetained", format!("mailbox {address} is kept and left as it is ({why})"))
+        }
+    };
+    tracing::info!(user = %object_key(user), %address, %account_id, ?policy, why, "{note}");
+    ctx.publish(user, EventType::Normal, reason, note).await;
     ctx.succeeded(&object_key(user));
     Ok(Action::await_change())
+}
+
+/// Keeps a protected user (and its mailbox) until the annotation is removed; the error keeps the
+/// finalizer, and removing the annotation is a change that reconciles it again at once.
+async fn hold(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
+    let message = format!(
+        "deletion is held: the user is protected by annotation {PROTECTED_ANNOTATION}; its mailbox is untouched until the annotation is removed"
+    );
+    let observed = Observed::ready(false, "DeletionProtected", message.clone());
+    report_failure(user, ctx, &observed).await?;
+    write_status(user, ctx, &observed, previous_mailbox(user), None).await?;
+    Err(Error::Held(message))
+}
+
+/// Whether the namespace is being deleted, which must not turn into deleting its mailboxes.
+async fn namespace_terminating(ctx: &Context, namespace: &str) -> Result<bool> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(namespace).await {
+        Ok(found) => Ok(found.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())),
+        // Without the right to look, assume the worst: keeping mail is the mistake that can be undone.
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            tracing::warn!(%namespace, "cannot read the namespace; treating it as being deleted, so mail is kept");
+            Ok(true)
+        }
+        Err(error) => Err(Error::Kube(error)),
+    }
 }
 
 fn previous_mailbox(user: &CleanmailUser) -> Option<MailboxRef> {
@@ -182,6 +230,7 @@ async fn announce_transition(user: &CleanmailUser, ctx: &Context, before: Option
         }
         Some(_) => return,
     };
+    tracing::info!(user = %object_key(user), address = %after.address, "{note}");
     ctx.publish(user, EventType::Normal, reason, note).await;
 }
 
@@ -193,11 +242,14 @@ async fn report_failure(user: &CleanmailUser, ctx: &Context, observed: &Observed
     Ok(())
 }
 
+/// Writes the status; without a `plan` (one could not be made) the effective settings stay as
+/// last reported.
 async fn write_status(
     user: &CleanmailUser,
     ctx: &Context,
     observed: &Observed,
     mailbox: Option<MailboxRef>,
+    plan: Option<&Plan>,
 ) -> Result<()> {
     let old = user.status.clone().unwrap_or_default();
     let generation = user.metadata.generation;
@@ -205,58 +257,12 @@ async fn write_status(
         observed_generation: generation,
         conditions: conditions::merge(&old.conditions, observed, generation, Timestamp::now()),
         mailbox,
+        state: plan.map_or(old.state.clone(), |p| Some(p.state.to_owned())),
+        effective: plan.map_or(old.effective.clone(), |p| Some(p.effective.clone())),
+        overridden: plan.map_or(old.overridden.clone(), |p| p.overridden.clone()),
     };
     if status == old {
         return Ok(());
     }
     super::apply_status(ctx, user, &status).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::CleanmailUserSpec;
-
-    fn tenant(backend: BackendChoice) -> Tenant {
-        let mut tenant = crate::tenant::tests_support::tenant("contoso", &["contoso.ch"]);
-        tenant.backend = backend;
-        tenant
-    }
-
-    fn user(user_name: &str, active: bool) -> CleanmailUser {
-        let mut user = CleanmailUser::new(
-            "u",
-            CleanmailUserSpec { user_name: user_name.into(), active: Some(active), ..Default::default() },
-        );
-        user.metadata.namespace = Some("contoso".into());
-        user.metadata.uid = Some("uid-1".into());
-        user
-    }
-
-    #[test]
-    fn an_active_user_in_a_tenant_domain_maps_to_an_enabled_lower_cased_account() {
-        let desired = plan(&user("Alice@Contoso.ch", true), Some(&tenant(BackendChoice::Default))).expect("plan");
-        assert_eq!(
-            desired,
-            DesiredAccount {
-                account_id: "uid-1".into(),
-                address: "alice@contoso.ch".into(),
-                display_name: None,
-                enabled: true,
-                quota_bytes: None,
-                aliases: vec![],
-                owner: "contoso/u".into(),
-            }
-        );
-        assert!(!plan(&user("a@contoso.ch", false), Some(&tenant(BackendChoice::Default))).expect("plan").enabled);
-    }
-
-    #[test]
-    fn users_that_cannot_be_provisioned_say_why() {
-        let reason = |u: &CleanmailUser, t: Option<&Tenant>| plan(u, t).expect_err("refused").reason;
-        assert_eq!(reason(&user("a@contoso.ch", true), None), "TenantNotFound");
-        assert_eq!(reason(&user("a@fabrikam.ch", true), Some(&tenant(BackendChoice::Default))), "InvalidSpec");
-        let unresolved = tenant(BackendChoice::Unresolved("Secret db missing".into()));
-        assert_eq!(reason(&user("a@contoso.ch", true), Some(&unresolved)), "BackendUnavailable");
-    }
 }

@@ -119,6 +119,8 @@ pub fn operator() -> &'static Operator {
                     metrics_addr: "127.0.0.1:0".parse().expect("addr"),
                     default_backend,
                     controller_concurrency: 4,
+                    // Short, so drift repair and orphan reports are seen within a test.
+                    resync_seconds: 3,
                     instance: Some("test-operator".into()),
                     log_json: false,
                     lease_namespace: "default".into(),
@@ -204,6 +206,11 @@ where
 
 /// Runs kubectl against the test control plane and returns stdout.
 pub fn kubectl(args: &[&str]) -> String {
+    try_kubectl(args).unwrap_or_else(|stderr| panic!("kubectl {args:?} failed: {stderr}"))
+}
+
+/// Runs kubectl against the test control plane: stdout, or stderr when it fails.
+pub fn try_kubectl(args: &[&str]) -> Result<String, String> {
     let plane = control_plane();
     let output = Command::new(kubectl_path())
         .arg("--kubeconfig")
@@ -211,8 +218,10 @@ pub fn kubectl(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run kubectl");
-    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The helm binary `just deps` installs.
