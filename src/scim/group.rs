@@ -60,6 +60,10 @@ impl ScimResource for CleanmailGroup {
     fn resource_type() -> &'static schemas::ResourceType {
         &GROUP_TYPE
     }
+    /// The list address is set in the cluster; SCIM has no attribute for it.
+    fn keep_cluster_fields(desired: CleanmailGroupSpec, current: &CleanmailGroupSpec) -> CleanmailGroupSpec {
+        CleanmailGroupSpec { address: current.address.clone(), ..desired }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! JSON, which attribute is unique, how its Kubernetes object is named. The routes are written once
 //! over this trait.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::{Resource, ResourceExt, core::NamespaceResourceScope};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
@@ -36,6 +37,9 @@ pub trait ScimResource:
     fn unique_value(spec: &Self::Spec) -> &str;
     /// Refuses a spec this tenant may not provision.
     fn check(tenant: &Tenant, spec: &Self::Spec) -> Result<(), ScimError>;
+    /// `desired` with the fields that belong to the cluster rather than the SCIM client (a user's
+    /// overrides, a group's address) taken from `current`, so that no SCIM write changes them.
+    fn keep_cluster_fields(desired: Self::Spec, current: &Self::Spec) -> Self::Spec;
     /// The resource type's schemas, which the filter and PATCH engines consult.
     fn resource_type() -> &'static ResourceType;
 }
@@ -88,6 +92,41 @@ fn last_modified<K: Resource>(object: &K) -> Option<String> {
         .map(|time| time.0)
         .max()
         .map(|time| time.to_string())
+}
+
+/// The first field of `spec_patch` (a merge patch of the spec) that a field manager other than the
+/// SCIM edge owns by server-side apply, as (manager, dotted path). Such a field was declared in the
+/// cluster (kubectl, Argo CD, Flux): a SCIM write that changed it would be undone at the next sync
+/// and start a tug of war, so it is refused instead. Fields merely edited (`kubectl edit`, merge
+/// patches) are not claimed and SCIM may change them, as an `Update` never conflicts in Kubernetes.
+pub fn claimed_by_applier(managed_fields: &[ManagedFieldsEntry], spec_patch: &Value) -> Option<(String, String)> {
+    managed_fields
+        .iter()
+        .filter(|entry| entry.operation.as_deref() == Some("Apply") && entry.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
+        .find_map(|entry| {
+            let spec = entry.fields_v1.as_ref()?.0.get("f:spec")?;
+            let path = claimed_path(spec, spec_patch)?;
+            Some((entry.manager.clone().unwrap_or_default(), format!("spec.{path}")))
+        })
+}
+
+/// The first path of `patch` that the field set `owned` (managedFields' `FieldsV1` form) claims.
+fn claimed_path(owned: &Value, patch: &Value) -> Option<String> {
+    let (Value::Object(owned), Value::Object(patch)) = (owned, patch) else {
+        return None;
+    };
+    patch.iter().find_map(|(key, change)| {
+        let claimed = owned.get(&format!("f:{key}"))?;
+        // An owned leaf (or atomic list) is claimed whole; an owned object only where the patch
+        // reaches into fields it claims.
+        let partly_owned_object =
+            change.is_object() && claimed.as_object().is_some_and(|c| c.keys().any(|k| k.starts_with("f:")));
+        if !partly_owned_object {
+            return Some(key.clone());
+        }
+        claimed_path(claimed, change).map(|inner| format!("{key}.{inner}"))
+    })
 }
 
 /// A Kubernetes object name derived from a `userName`, so identical concurrent creates collide at
@@ -156,6 +195,51 @@ mod merge_patch_tests {
         let old = json!({"a": 1, "b": {"c": 1, "d": 2}, "e": [1], "f": "x"});
         let new = json!({"a": 1, "b": {"c": 2}, "e": [1, 2], "g": true});
         assert_eq!(merge_patch(&old, &new), json!({"b": {"c": 2, "d": null}, "e": [1, 2], "f": null, "g": true}));
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+
+    use super::*;
+
+    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fields_applied_by_others_are_claimed_and_overrides_are_not_in_the_way() {
+        let argocd = entry(
+            "argocd",
+            "Apply",
+            json!({"f:spec": {"f:displayName": {}, "f:name": {"f:givenName": {}}, "f:emails": {},
+                              "f:overrides": {"f:active": {}}}}),
+        );
+        let fields = [argocd];
+        let claimed = |patch: Value| claimed_by_applier(&fields, &patch);
+        assert_eq!(claimed(json!({"displayName": "x"})), Some(("argocd".into(), "spec.displayName".into())));
+        assert_eq!(claimed(json!({"name": {"givenName": "x"}})), Some(("argocd".into(), "spec.name.givenName".into())));
+        assert_eq!(claimed(json!({"emails": [{"value": "a@b.ch"}]})), Some(("argocd".into(), "spec.emails".into())));
+        assert_eq!(claimed(json!({"name": {"familyName": "x"}, "active": false, "title": null})), None);
+    }
+
+    #[test]
+    fn edits_status_writes_and_the_scim_edge_itself_claim_nothing() {
+        let fields = [
+            entry("kubectl-edit", "Update", json!({"f:spec": {"f:active": {}}})),
+            entry(FIELD_MANAGER, "Apply", json!({"f:spec": {"f:active": {}}})),
+            ManagedFieldsEntry {
+                subresource: Some("status".into()),
+                ..entry("cleanmail-controller", "Apply", json!({"f:spec": {"f:active": {}}}))
+            },
+        ];
+        assert_eq!(claimed_by_applier(&fields, &json!({"active": false})), None);
     }
 }
 

@@ -23,12 +23,14 @@ use super::{
     filter::Filter,
     patch::{self, PatchRequest},
     projection,
-    resource::{FIELD_MANAGER, ScimResource, etag_matches, merge_patch, object_name, to_scim, version},
+    resource::{
+        FIELD_MANAGER, ScimResource, claimed_by_applier, etag_matches, merge_patch, object_name, to_scim, version,
+    },
     schemas::{self, MAX_PAGE_SIZE},
     store::{GroupStore, ResourceStore, UserStore},
 };
 use crate::{
-    crd::{CleanmailGroup, CleanmailUser},
+    crd::{CleanmailGroup, CleanmailUser, PROTECTED_ANNOTATION, PROVISIONED_BY_LABEL, PROVISIONED_BY_SCIM},
     tenant::{Tenant, TenantRegistry},
 };
 
@@ -262,7 +264,9 @@ async fn create_object<K: Stored>(state: &ScimState, tenant: &Tenant, spec: K::S
     let base_name = object_name(K::unique_value(&spec));
     let mut name = base_name.clone();
     for _ in 0..WRITE_ATTEMPTS {
-        match api.create(&params, &K::build(&name, spec.clone())).await {
+        let mut object = K::build(&name, spec.clone());
+        object.meta_mut().labels = Some([(PROVISIONED_BY_LABEL.to_owned(), PROVISIONED_BY_SCIM.to_owned())].into());
+        match api.create(&params, &object).await {
             Ok(created) => return Ok(created),
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 let holder = api.get_opt(&name).await.map_err(api_error)?;
@@ -390,7 +394,7 @@ async fn update<K: Stored>(
     for _ in 0..WRITE_ATTEMPTS {
         // Checked against the very version the write is conditional on, so it holds atomically.
         preconditions.check_write(current.as_ref())?;
-        let desired = change(current.spec())?;
+        let desired = K::keep_cluster_fields(change(current.spec())?, current.spec());
         if &desired == current.spec() {
             return Ok(current);
         }
@@ -400,9 +404,20 @@ async fn update<K: Stored>(
         }
         let old = serde_json::to_value(current.spec()).map_err(internal)?;
         let new = serde_json::to_value(&desired).map_err(internal)?;
+        let spec_patch = merge_patch(&old, &new);
+        let managed_fields = current.meta().managed_fields.as_deref().unwrap_or_default();
+        if let Some((manager, path)) = claimed_by_applier(managed_fields, &spec_patch) {
+            return Err(ScimError::bad_request(
+                ScimType::Mutability,
+                format!(
+                    "{path} of {} {id} is set in the cluster by {manager:?}; change it there, not through SCIM",
+                    K::RESOURCE_TYPE
+                ),
+            ));
+        }
         let body = json!({
             "metadata": {"resourceVersion": current.meta().resource_version},
-            "spec": merge_patch(&old, &new),
+            "spec": spec_patch,
         });
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match api.patch(id, &params, &Patch::Merge(&body)).await {
@@ -428,6 +443,7 @@ async fn remove<K: Stored>(
     let mut current = find::<K>(&state, &tenant, &id).await?;
     for _ in 0..WRITE_ATTEMPTS {
         preconditions.check_write(current.as_ref())?;
+        check_deletable(&tenant, current.as_ref())?;
         // With `If-Match` the delete is conditional on the version just checked; a status write
         // in between changes the resourceVersion only, so the check is repeated on the fresh object.
         let params = DeleteParams {
@@ -450,6 +466,27 @@ async fn remove<K: Stored>(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     Err(changed_concurrently())
+}
+
+/// Refuses to delete what the cluster protects: a resource annotated as protected, and one that
+/// was applied in the cluster rather than created through SCIM (unless the tenant allows it).
+fn check_deletable<K: ScimResource>(tenant: &Tenant, object: &K) -> ScimResult<()> {
+    let forbidden = |why: String| Err(ScimError::new(StatusCode::FORBIDDEN, None, why));
+    let id = object.name_any();
+    if object.annotations().get(PROTECTED_ANNOTATION).is_some_and(|v| v == "true") {
+        return forbidden(format!(
+            "{} {id} is protected from deletion (annotation {PROTECTED_ANNOTATION}); remove the annotation in the cluster first",
+            K::RESOURCE_TYPE
+        ));
+    }
+    let provisioned = object.labels().get(PROVISIONED_BY_LABEL).is_some_and(|v| v == PROVISIONED_BY_SCIM);
+    if !provisioned && !tenant.scim_may_delete_applied_users {
+        return forbidden(format!(
+            "{} {id} was applied in the cluster, not created through SCIM, and the tenant does not let SCIM delete it",
+            K::RESOURCE_TYPE
+        ));
+    }
+    Ok(())
 }
 
 /// The object as the API server has it now, after a write lost a race with another writer.

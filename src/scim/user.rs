@@ -51,7 +51,13 @@ impl ScimResource for CleanmailUser {
     fn resource_type() -> &'static schemas::ResourceType {
         &USER_TYPE
     }
+    fn keep_cluster_fields(desired: CleanmailUserSpec, current: &CleanmailUserSpec) -> CleanmailUserSpec {
+        CleanmailUserSpec { overrides: current.overrides.clone(), ..desired }
+    }
 }
+
+/// Where the cluster's overrides live in the spec; SCIM never shows them.
+const OVERRIDES_SPEC_KEY: &str = "overrides";
 
 /// Where the Enterprise User extension lives in the spec; in SCIM it lives under its URN.
 const ENTERPRISE_SPEC_KEY: &str = "enterpriseUser";
@@ -62,6 +68,7 @@ pub fn spec_to_scim(spec: &CleanmailUserSpec) -> Value {
     let mut resource = serde_json::to_value(spec).unwrap_or_else(|_| json!({}));
     let mut schemas = vec![USER_SCHEMA];
     if let Some(object) = resource.as_object_mut() {
+        object.remove(OVERRIDES_SPEC_KEY);
         let extension = object.remove(ENTERPRISE_SPEC_KEY).filter(|e| e.as_object().is_some_and(|e| !e.is_empty()));
         if let Some(extension) = extension {
             object.insert(ENTERPRISE_USER_SCHEMA.into(), extension);
