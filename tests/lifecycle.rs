@@ -269,11 +269,11 @@ async fn kubectl_shows_users_with_ready_and_reason_and_explains_the_spec() {
     let table = cluster::kubectl(&["get", "cleanmailusers", "-A"]);
     let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
     assert_eq!(header, ["NAMESPACE", "NAME", "USER", "ACTIVE", "STATE", "OVERRIDDEN", "READY", "REASON", "AGE"]);
-    let row = table.lines().find(|l| l.starts_with(&namespace)).expect("row for the user");
-    let cells: Vec<&str> = row.split_whitespace().collect();
+    let row = cluster::table_row(&table, &namespace);
+    let cells: Vec<&str> = header[..8].iter().map(|column| row[*column].as_str()).collect();
     assert_eq!(
-        &cells[..8],
-        [namespace.as_str(), id.as_str(), "gina@kubectl.ch", "true", "Enabled", "<none>", "True", "MailboxProvisioned"]
+        cells,
+        [namespace.as_str(), id.as_str(), "gina@kubectl.ch", "true", "Enabled", "", "True", "MailboxProvisioned"]
     );
 
     let explained = cluster::kubectl(&["explain", "cleanmailuser.spec"]);

@@ -224,6 +224,33 @@ pub fn try_kubectl(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The cells of the row of a `kubectl get` table whose first cell is `first`, by column header.
+/// Cells are cut at the header's column offsets, so an empty cell reads as "".
+pub fn table_row(table: &str, first: &str) -> std::collections::BTreeMap<String, String> {
+    let mut lines = table.lines();
+    let header = lines.next().expect("table header");
+    let row = lines
+        .find(|line| line.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{table}"));
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
+    let cell = |from: usize, to: Option<usize>| {
+        let to = to.unwrap_or(row.len()).min(row.len());
+        row.get(from.min(to)..to).unwrap_or_default().trim().to_owned()
+    };
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &from)| {
+            let name = header[from..].split_whitespace().next().unwrap_or_default().to_owned();
+            (name, cell(from, starts.get(n + 1).copied()))
+        })
+        .collect()
+}
+
 /// The helm binary `just deps` installs.
 pub fn helm_path() -> PathBuf {
     cache_dir().join("bin/helm")
