@@ -209,16 +209,13 @@ impl SqlBackend {
         query.fetch_all(&self.pool).await.map_err(|e| db_error("ensure", id, e))
     }
 
-    /// Lists whose address is one of the wanted aliases, as (address, list id).
+    /// Lists whose address is the wanted address or one of the wanted aliases, as (address, list id).
     async fn list_holders(&self, wanted: &Wanted) -> Result<Vec<(String, String)>> {
-        if wanted.aliases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql =
-            format!("SELECT address, list_id FROM lists WHERE address IN ({})", placeholders(1, wanted.aliases.len()));
+        let addresses = wanted.addresses();
+        let sql = format!("SELECT address, list_id FROM lists WHERE address IN ({})", placeholders(1, addresses.len()));
         let mut query = sqlx::query_as(&sql);
-        for alias in &wanted.aliases {
-            query = query.bind(alias.as_str());
+        for address in addresses {
+            query = query.bind(address);
         }
         query.fetch_all(&self.pool).await.map_err(|e| db_error("ensure", &wanted.account_id, e))
     }
@@ -246,7 +243,8 @@ impl SqlBackend {
             return Ok(Some(permanent("ensure", id, message)));
         }
         if let Some((address, list)) = self.list_holders(wanted).await?.into_iter().next() {
-            let message = format!("alias {address} is already used by list {list}");
+            let what = if address == wanted.address.address { "address" } else { "alias" };
+            let message = format!("{what} {address} is already used by list {list}");
             return Ok(Some(permanent("ensure", id, message)));
         }
         Ok(None)
@@ -1410,6 +1408,8 @@ mod tests {
         refused(with_aliases(bob(), &["sales@contoso.ch"]), "alias sales@contoso.ch is already used by list list-1")
             .await;
         refused(desired("b", "ali@contoso.ch", true), "address ali@contoso.ch is already an alias of account a").await;
+        refused(desired("b", "sales@contoso.ch", true), "address sales@contoso.ch is already used by list list-1")
+            .await;
 
         // An existing account is not changed either.
         b.ensure(&bob()).await.unwrap();
