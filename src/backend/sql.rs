@@ -380,22 +380,37 @@ async fn insert_row(
 
 /// Brings the row to what is wanted, never touching its maildir; false when the row is gone.
 async fn update_row(conn: &mut AnyConnection, wanted: &Wanted, now: &str) -> std::result::Result<bool, sqlx::Error> {
+    set_row(conn, wanted, &wanted.account_id, "", now).await
+}
+
+/// Writes every wanted column into the row keyed `from`, re-keying it to the wanted account id
+/// and leaving its maildir, password and created_at alone; `condition` narrows the rows that
+/// qualify (`$9` is the wanted owner). False when no row qualified.
+async fn set_row(
+    conn: &mut AnyConnection,
+    wanted: &Wanted,
+    from: &str,
+    condition: &str,
+    now: &str,
+) -> std::result::Result<bool, sqlx::Error> {
     let ParsedAddress { address, local_part, domain } = &wanted.address;
-    let done = sqlx::query(
-        "UPDATE mailboxes SET address = $2, local_part = $3, domain = $4, display_name = $5, active = $6, \
-         quota_bytes = $7, owner = $8, updated_at = $9 WHERE account_id = $1",
-    )
-    .bind(&wanted.account_id)
-    .bind(address)
-    .bind(local_part)
-    .bind(domain)
-    .bind(wanted.display_name.as_deref())
-    .bind(i32::from(wanted.active))
-    .bind(wanted.quota_bytes)
-    .bind(&wanted.owner)
-    .bind(now)
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "UPDATE mailboxes SET account_id = $1, address = $3, local_part = $4, domain = $5, display_name = $6, \
+         active = $7, quota_bytes = $8, owner = $9, updated_at = $10 WHERE account_id = $2{condition}"
+    );
+    let done = sqlx::query(&sql)
+        .bind(&wanted.account_id)
+        .bind(from)
+        .bind(address)
+        .bind(local_part)
+        .bind(domain)
+        .bind(wanted.display_name.as_deref())
+        .bind(i32::from(wanted.active))
+        .bind(wanted.quota_bytes)
+        .bind(&wanted.owner)
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -409,26 +424,8 @@ async fn adopt_row(
     previous: &str,
     now: &str,
 ) -> std::result::Result<bool, sqlx::Error> {
-    let ParsedAddress { address, local_part, domain } = &wanted.address;
     let id = wanted.account_id.as_str();
-    let done = sqlx::query(
-        "UPDATE mailboxes SET account_id = $1, address = $3, local_part = $4, domain = $5, display_name = $6, \
-         active = $7, quota_bytes = $8, owner = $9, updated_at = $10 \
-         WHERE account_id = $2 AND (owner IS NULL OR owner = $9)",
-    )
-    .bind(id)
-    .bind(previous)
-    .bind(address)
-    .bind(local_part)
-    .bind(domain)
-    .bind(wanted.display_name.as_deref())
-    .bind(i32::from(wanted.active))
-    .bind(wanted.quota_bytes)
-    .bind(&wanted.owner)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !set_row(&mut *conn, wanted, previous, " AND (owner IS NULL OR owner = $9)", now).await? {
         return Ok(false);
     }
     // A list may already name the new id (lists accept members without an account yet); the
