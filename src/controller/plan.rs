@@ -16,10 +16,38 @@ use crate::{
 pub struct Plan {
     pub account: DesiredAccount,
     pub effective: EffectiveSettings,
-    /// `Enabled`, `Disabled` or `Suspended` (disabled by an override while the identity provider says active).
-    pub state: &'static str,
+    pub state: State,
     /// The names of the overrides in effect, as in `spec.overrides`.
     pub overridden: Vec<String>,
+}
+
+/// The mailbox's effective state, as `status.state` and the `STATE` column show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Enabled,
+    /// Disabled by the identity provider (or by an override agreeing with it).
+    Disabled,
+    /// Disabled by an override while the identity provider says active.
+    Suspended,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Enabled => "Enabled",
+            State::Disabled => "Disabled",
+            State::Suspended => "Suspended",
+        }
+    }
+
+    /// The reason of `Ready=True` for a mailbox in this state.
+    pub fn ready_reason(self) -> &'static str {
+        match self {
+            State::Enabled => "MailboxProvisioned",
+            State::Disabled => "MailboxDisabled",
+            State::Suspended => "MailboxSuspended",
+        }
+    }
 }
 
 /// The account a user should map to, or why it cannot map to one.
@@ -62,9 +90,9 @@ pub fn plan(user: &CleanmailUser, tenant: Option<&Tenant>) -> Result<Plan, Obser
     let identity_active = user.spec.active != Some(false);
     let active = overrides.active.unwrap_or(identity_active);
     let state = match (active, identity_active) {
-        (true, _) => "Enabled",
-        (false, true) => "Suspended",
-        (false, false) => "Disabled",
+        (true, _) => State::Enabled,
+        (false, true) => State::Suspended,
+        (false, false) => State::Disabled,
     };
     let overridden = [
         ("active", overrides.active.is_some()),
@@ -199,9 +227,9 @@ mod tests {
                 owner: "contoso/u".into(),
             }
         );
-        assert_eq!((plan.state, plan.overridden.len()), ("Enabled", 0));
+        assert_eq!((plan.state, plan.overridden.len()), (State::Enabled, 0));
         let disabled = super::plan(&user("a@contoso.ch", false), Some(&tenant(BackendChoice::Default))).expect("plan");
-        assert_eq!((disabled.account.enabled, disabled.state), (false, "Disabled"));
+        assert_eq!((disabled.account.enabled, disabled.state), (false, State::Disabled));
     }
 
     #[test]
@@ -237,7 +265,7 @@ mod tests {
             },
         );
         let plan = plan(&suspended, Some(&contoso)).expect("plan");
-        assert_eq!((plan.state, plan.account.enabled), ("Suspended", false));
+        assert_eq!((plan.state, plan.account.enabled), (State::Suspended, false));
         assert_eq!(plan.account.quota_bytes, Some(1 << 30), "the tenant's default quota");
         assert_eq!(plan.account.aliases, ["info@contoso.ch"]);
         assert_eq!(plan.effective.deletion_policy, DeletionPolicy::Retain);
@@ -248,7 +276,7 @@ mod tests {
             UserOverrides { active: Some(true), quota: Some(Quantity("50Gi".into())), ..Default::default() },
         );
         let plan = super::plan(&kept_open, Some(&contoso)).expect("plan");
-        assert_eq!((plan.state, plan.account.enabled), ("Enabled", true));
+        assert_eq!((plan.state, plan.account.enabled), (State::Enabled, true));
         assert_eq!(plan.account.quota_bytes, Some(50 << 30));
         assert_eq!(plan.overridden, ["active", "quota"]);
     }

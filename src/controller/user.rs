@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -12,13 +12,11 @@ use kube::{
     },
 };
 
-use k8s_openapi::api::core::v1::Namespace;
-
 use super::{
     Context, Error, RECHECK, Result, USER_FINALIZER,
     conditions::{self, Observed},
     object_key,
-    plan::{Disposal, Plan, disposal, plan},
+    plan::{Disposal, Plan, State, disposal, plan},
 };
 use crate::{
     backend::{Change, MailboxBackend},
@@ -69,7 +67,7 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
                 MailboxRef { account_id: account.account_id, address: account.address, enabled: account.enabled };
             announce_change(user, ctx, &plan, &ensured.change).await;
             announce_transition(user, ctx, previous_mailbox(user).as_ref(), &mailbox).await;
-            let observed = Observed::ready(true, ready_reason(&plan), ready_message(&plan, &mailbox.address));
+            let observed = Observed::ready(true, plan.state.ready_reason(), ready_message(&plan, &mailbox.address));
             write_status(user, ctx, &observed, Some(mailbox), Some(&plan)).await?;
             ctx.succeeded(&object_key(user));
             Ok(Action::requeue(ctx.resync))
@@ -84,20 +82,12 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     }
 }
 
-fn ready_reason(plan: &Plan) -> &'static str {
-    match plan.state {
-        "Enabled" => "MailboxProvisioned",
-        "Suspended" => "MailboxSuspended",
-        _ => "MailboxDisabled",
-    }
-}
-
 /// A sentence for people: the state, and what of it comes from overrides.
 fn ready_message(plan: &Plan, address: &str) -> String {
     let state = match plan.state {
-        "Enabled" => format!("mailbox {address} is enabled"),
-        "Suspended" => format!("mailbox {address} is suspended by spec.overrides.active; its mail is kept"),
-        _ => format!("mailbox {address} is disabled; its mail is kept"),
+        State::Enabled => format!("mailbox {address} is enabled"),
+        State::Suspended => format!("mailbox {address} is suspended by spec.overrides.active; its mail is kept"),
+        State::Disabled => format!("mailbox {address} is disabled; its mail is kept"),
     };
     if plan.overridden.is_empty() {
         return state;
@@ -257,7 +247,7 @@ async fn write_status(
         observed_generation: generation,
         conditions: conditions::merge(&old.conditions, observed, generation, Timestamp::now()),
         mailbox,
-        state: plan.map_or(old.state.clone(), |p| Some(p.state.to_owned())),
+        state: plan.map_or(old.state.clone(), |p| Some(p.state.as_str().to_owned())),
         effective: plan.map_or(old.effective.clone(), |p| Some(p.effective.clone())),
         overridden: plan.map_or(old.overridden.clone(), |p| p.overridden.clone()),
     };
