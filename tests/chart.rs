@@ -212,6 +212,7 @@ fn assert_invariants(case: &str, docs: &[Value]) {
     assert_eq!(lease_namespace["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace", "{case}");
     assert_eq!(env(container, "CLEANMAIL_LEASE_NAME").expect("CLEANMAIL_LEASE_NAME")["value"], RELEASE, "{case}");
     assert!(env(container, "CLEANMAIL_LEASE_DURATION_SECONDS").is_some(), "{case}");
+    assert!(env(container, "CLEANMAIL_RESYNC_SECONDS").is_some(), "{case}");
     assert_eq!(env(container, "POD_NAME").expect("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
 
     // Leader election is allowed in the release namespace only, whatever the scope.
@@ -426,6 +427,7 @@ fn values_schema_and_checks_refuse_bad_values() {
         (vec!["--set", "replicaCount=-1"], "/replicaCount"),
         (vec!["--set", "replicaCount=two"], "/replicaCount"),
         (vec!["--set", "leaderElection.leaseDurationSeconds=1"], "/leaderElection/leaseDurationSeconds"),
+        (vec!["--set", "resyncSeconds=0"], "/resyncSeconds"),
         (vec!["--set", "unknownKey=1"], "unknownKey"),
         (vec!["--set", "ingres.enabled=true"], "ingres"),
         (vec!["--set", "rbac.scope=namespaced"], "/watchNamespaces"),
