@@ -63,9 +63,10 @@ pub fn to_scim<K: ScimResource>(object: &K, base_url: &str) -> Value {
     resource
 }
 
-/// `meta.version`, a weak entity tag (RFC 7644 §3.14) that changes exactly when the SCIM-visible
-/// resource does: the spec's generation, qualified by the object's uid so a deleted and re-created
-/// resource of the same id never repeats a tag.
+/// `meta.version`, a weak entity tag (RFC 7644 §3.14) that changes whenever the spec does (every
+/// SCIM change, and also a cluster-side override, which SCIM does not show: a spurious change only
+/// costs a client a re-read): the spec's generation, qualified by the object's uid so a deleted and
+/// re-created resource of the same id never repeats a tag.
 pub fn version<K: Resource>(object: &K) -> String {
     let metadata = object.meta();
     let uid = metadata.uid.as_deref().unwrap_or_default();
