@@ -30,7 +30,7 @@ crds:
 
 # Measure against baselines taken in the same run (needs what `just test` needs).
 bench: deps
-    cargo bench --locked --bench groups
+    cargo bench --locked --bench groups --bench endpoint
 
 # Format and lint.
 lint:

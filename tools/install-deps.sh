@@ -136,3 +136,10 @@ if [[ "$("$crane_bin" version 2>/dev/null)" != "$crane_version" ]]; then
 fi
 echo "install-deps: crane: $crane_bin" >&2
 # --- end image tools ---
+
+# --- benchmark peers ---
+# The peer SCIM servers `just bench` measures against (and the bench's smoke run in `just test`):
+# scim2-server from PyPI and scimmy from npm, pinned under tools/bench/peers/, installed into the cache.
+bash "$(dirname "${BASH_SOURCE[0]}")/bench/install-peers.sh" >/dev/null
+echo "install-deps: benchmark peers: scim2-server, scimmy" >&2
+# --- end benchmark peers ---

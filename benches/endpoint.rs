@@ -1,0 +1,721 @@
+//! The SCIM endpoint under load, against peer SCIM servers and against the API server's own
+//! ceiling, all measured in one run on one machine so that only ratios are reported.
+//!
+//! - **Peers**: `scim2-server` (PyPI) and `scimmy` + `scimmy-routers` (npm), installed by
+//!   `tools/bench/install-peers.sh` and started by `tools/bench/run-peer.sh`. Every server gets the
+//!   same users through SCIM and the same requests from the same load generator (this file): filtered
+//!   GETs, GET by id, a paged list, POST, Entra's PATCH and DELETE; requests/s, p50/p99, errors,
+//!   server CPU per request and peak RSS.
+//! - **API server ceiling**: `CleanmailUser` creates and merge patches sent straight to the API
+//!   server with the SCIM writes' concurrency, against SCIM POST and PATCH end to end.
+//!
+//! `cargo bench --bench endpoint` (`just bench`) measures and writes `docs/benchmarks.md`; under
+//! `cargo test` the same code runs on a few users for a moment so the benchmark cannot rot.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use cleanmail_operator::crd::{CleanmailUser, CleanmailUserSpec};
+use kube::api::{Patch, PatchParams, PostParams};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{cluster, process};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const DOMAIN: &str = "bench.ch";
+/// The scenario name of Entra's PATCH.
+const PATCH: &str = "PATCH displayName (Entra)";
+
+struct Settings {
+    measuring: bool,
+    /// Users seeded into every server.
+    users: usize,
+    /// How long each timed scenario runs.
+    duration: Duration,
+    read_concurrency: usize,
+    write_concurrency: usize,
+}
+
+fn settings() -> Settings {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let users = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok());
+    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok());
+    Settings {
+        measuring,
+        users: users.unwrap_or(if measuring { 2_000 } else { 20 }),
+        duration: Duration::from_secs_f64(seconds.unwrap_or(if measuring { 10.0 } else { 0.5 })),
+        read_concurrency: 32,
+        write_concurrency: 16,
+    }
+}
+
+/// A SCIM server under load: where it answers, and the processes whose CPU and memory it costs.
+struct Target {
+    name: String,
+    base: String,
+    token: String,
+    /// The server process itself.
+    pid: u32,
+    /// Processes it depends on, reported beside it (the API server and etcd for the operator).
+    helpers: Vec<u32>,
+    /// Where the operator reports its reconcile backlog; peers have none.
+    metrics_url: Option<String>,
+    _process: ServerProcess,
+}
+
+/// Whatever keeps a server running; dropping it stops the server.
+enum ServerProcess {
+    Operator(#[allow(dead_code)] process::Replica),
+    Peer(Child),
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let ServerProcess::Peer(child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What one scenario measured on one server.
+#[derive(Default)]
+struct Outcome {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    /// Server CPU time spent during the scenario.
+    cpu: Duration,
+    /// CPU time of the processes the server depends on (the API server and etcd for ours).
+    helper_cpu: Duration,
+    /// The first unexpected status and body, to explain errors.
+    first_error: Option<String>,
+    /// Bodies of successful requests that asked to be kept, by sequence number.
+    captured: Vec<(usize, Value)>,
+}
+
+impl Outcome {
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round().max(0.0) as usize;
+        self.latencies.get(index).copied().unwrap_or_default()
+    }
+
+    fn cpu_per_request(&self) -> Duration {
+        self.cpu.checked_div(self.requests.max(1) as u32).unwrap_or_default()
+    }
+}
+
+/// How a scenario ends: after a number of requests, or after a while.
+#[derive(Clone, Copy)]
+enum Until {
+    Count(usize),
+    Elapsed(Duration),
+}
+
+/// One request of a scenario, built from its sequence number.
+struct Request {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    /// Statuses that count as success.
+    ok: &'static [u16],
+    /// Whether the body of a successful reply is kept.
+    capture: bool,
+}
+
+impl Request {
+    fn new(method: Method, path: String, body: Option<Value>, ok: &'static [u16]) -> Request {
+        Request { method, path, body, ok, capture: false }
+    }
+}
+
+/// What one call reported.
+struct Sample {
+    n: usize,
+    /// `Err` with the status and body (or transport error) of a failure.
+    result: Result<Option<Value>, String>,
+}
+
+/// The load generator: `concurrency` workers, each taking the next sequence number and making its
+/// call, until `until`. The same loop drives every server and the API server.
+async fn run_workers<F, Fut>(concurrency: usize, until: Until, call: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Sample> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (call, next) = (call.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let done = match until {
+                        Until::Count(count) => n >= count,
+                        Until::Elapsed(limit) => started.elapsed() >= limit,
+                    };
+                    if done {
+                        return outcome;
+                    }
+                    let began = Instant::now();
+                    let sample = call(n).await;
+                    outcome.record(began.elapsed(), sample);
+                }
+            })
+        })
+        .collect();
+    let mut total = Outcome::default();
+    for worker in workers {
+        total.absorb(worker.await.expect("load worker"));
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort();
+    total
+}
+
+impl Outcome {
+    fn record(&mut self, latency: Duration, sample: Sample) {
+        self.latencies.push(latency);
+        self.requests += 1;
+        match sample.result {
+            Ok(Some(body)) => self.captured.push((sample.n, body)),
+            Ok(None) => {}
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| error.chars().take(300).collect());
+            }
+        }
+    }
+
+    fn absorb(&mut self, part: Outcome) {
+        self.requests += part.requests;
+        self.errors += part.errors;
+        self.latencies.extend(part.latencies);
+        self.captured.extend(part.captured);
+        self.first_error = self.first_error.take().or(part.first_error);
+    }
+}
+
+/// SCIM requests against `target`, with its CPU time over the run.
+async fn drive(
+    target: &Target,
+    concurrency: usize,
+    until: Until,
+    request: impl Fn(usize) -> Request + Send + Sync + 'static,
+) -> Outcome {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
+    let (base, token) = (Arc::new(target.base.clone()), Arc::new(target.token.clone()));
+    let request = Arc::new(request);
+    let cpu_before = cpu_time(target.pid);
+    let helpers_before: Duration = target.helpers.iter().map(|&pid| cpu_time(pid)).sum();
+    let mut outcome = run_workers(concurrency, until, move |n| {
+        let (http, base, token, request) = (http.clone(), base.clone(), token.clone(), request.clone());
+        async move { Sample { n, result: send(&http, &base, &token, request(n)).await } }
+    })
+    .await;
+    outcome.cpu = cpu_time(target.pid).saturating_sub(cpu_before);
+    let helpers_after: Duration = target.helpers.iter().map(|&pid| cpu_time(pid)).sum();
+    outcome.helper_cpu = helpers_after.saturating_sub(helpers_before);
+    outcome
+}
+
+async fn send(http: &reqwest::Client, base: &str, token: &str, request: Request) -> Result<Option<Value>, String> {
+    let mut builder = http
+        .request(request.method, format!("{base}{}", request.path))
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json");
+    if let Some(body) = &request.body {
+        builder = builder.body(body.to_string());
+    }
+    let reply = builder.send().await.map_err(|e| e.to_string())?;
+    let status = reply.status().as_u16();
+    let body = reply.bytes().await.map_err(|e| e.to_string())?;
+    if !request.ok.contains(&status) {
+        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(request.capture.then(|| serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+fn user_name(n: usize) -> String {
+    format!("user{n:06}@{DOMAIN}")
+}
+
+fn new_user(n: usize) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA], "userName": user_name(n), "externalId": format!("user{n:06}"), "active": true,
+        "displayName": format!("User {n:06}"), "name": {"givenName": "User", "familyName": format!("{n:06}")},
+        "emails": [{"primary": true, "type": "work", "value": user_name(n)}],
+    })
+}
+
+/// A well-spread pseudo-random index below `n`, so reads do not walk the users in order.
+fn spread(sequence: usize, n: usize) -> usize {
+    sequence.wrapping_mul(2_654_435_761) % n.max(1)
+}
+
+/// POSTs `count` users; the ids the server gave them, by user number.
+async fn seed(target: &Target, count: usize, concurrency: usize) -> (Outcome, Vec<String>) {
+    let mut outcome = drive(target, concurrency, Until::Count(count), |n| Request {
+        capture: true,
+        ..Request::new(Method::POST, "/Users".into(), Some(new_user(n)), &[201])
+    })
+    .await;
+    let mut ids = vec![String::new(); count];
+    for (n, body) in std::mem::take(&mut outcome.captured) {
+        ids[n] = body["id"].as_str().unwrap_or_default().to_owned();
+    }
+    assert!(
+        ids.iter().all(|id| !id.is_empty()),
+        "{}: every seeded user has an id ({:?})",
+        target.name,
+        outcome.first_error
+    );
+    (outcome, ids)
+}
+
+/// The scenarios every server runs, in order, with the user ids from seeding.
+fn scenarios(settings: &Settings, ids: &Arc<Vec<String>>) -> Vec<(&'static str, usize, Until, RequestFn)> {
+    let users = settings.users;
+    let timed = Until::Elapsed(settings.duration);
+    let (reads, writes) = (settings.read_concurrency, settings.write_concurrency);
+    let by_id = ids.clone();
+    let patched = ids.clone();
+    vec![
+        (
+            "GET filter userName eq",
+            reads,
+            timed,
+            Box::new(move |n| {
+                let filter = format!("userName%20eq%20%22{}%22", user_name(spread(n, users)).replace('@', "%40"));
+                Request::new(Method::GET, format!("/Users?filter={filter}"), None, &[200])
+            }),
+        ),
+        (
+            "GET filter externalId eq",
+            reads,
+            timed,
+            Box::new(move |n| {
+                let filter = format!("externalId%20eq%20%22user{:06}%22", spread(n, users));
+                Request::new(Method::GET, format!("/Users?filter={filter}"), None, &[200])
+            }),
+        ),
+        (
+            "GET by id",
+            reads,
+            timed,
+            Box::new(move |n| Request::new(Method::GET, format!("/Users/{}", by_id[spread(n, users)]), None, &[200])),
+        ),
+        (
+            "GET page of 100",
+            reads,
+            timed,
+            Box::new(move |n| {
+                let start = spread(n, users.div_ceil(100)) * 100 + 1;
+                Request::new(Method::GET, format!("/Users?startIndex={start}&count=100"), None, &[200])
+            }),
+        ),
+        (
+            PATCH,
+            writes,
+            timed,
+            // Every PATCH changes the user (a PATCH that changes nothing costs no write).
+            Box::new(move |n| {
+                let body = json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "Replace", "path": "displayName", "value": format!("User {n}")}]});
+                Request::new(Method::PATCH, format!("/Users/{}", patched[spread(n, users)]), Some(body), &[200, 204])
+            }),
+        ),
+    ]
+}
+
+type RequestFn = Box<dyn Fn(usize) -> Request + Send + Sync>;
+
+/// Seeds the users, runs every scenario, then deletes the users: one row of results per scenario.
+async fn measure(settings: &Settings, target: &Target) -> Vec<(&'static str, Outcome)> {
+    let (posted, ids) = seed(target, settings.users, settings.write_concurrency).await;
+    settle(target).await;
+    let ids = Arc::new(ids);
+    let mut results = vec![("POST", posted)];
+    for (name, concurrency, until, request) in scenarios(settings, &ids) {
+        results.push((name, drive(target, concurrency, until, request).await));
+    }
+    let deleted = ids.clone();
+    let delete = drive(target, settings.write_concurrency, Until::Count(settings.users), move |n| {
+        Request::new(Method::DELETE, format!("/Users/{}", deleted[n]), None, &[204])
+    })
+    .await;
+    results.push(("DELETE", delete));
+    results
+}
+
+/// Waits until the operator has provisioned what was just written, so that reads are measured
+/// on their own rather than beside the controller's catching up.
+async fn settle(target: &Target) {
+    let Some(url) = &target.metrics_url else { return };
+    let http = reqwest::Client::new();
+    cluster::eventually("the operator's backlog drained", Duration::from_secs(600), || async {
+        let text = http.get(url).send().await.ok()?.text().await.ok()?;
+        let backlog =
+            text.lines().find_map(|l| l.strip_prefix("cleanmail_reconcile_backlog{kind=\"CleanmailUser\"} "))?;
+        (backlog.trim() == "0").then_some(())
+    })
+    .await;
+}
+
+// === Servers ===
+
+/// This operator as it runs in a cluster: the release binary against the control plane.
+async fn operator(client: &kube::Client) -> Target {
+    let plane = cluster::control_plane();
+    let (_, token) = cluster::tenant(client, "bench", &[DOMAIN], "Delete").await;
+    let database = plane.dir.join("bench-mailboxes.db");
+    let lease = ("CLEANMAIL_LEASE_NAME", "bench-operator".to_owned());
+    let replica = process::start("bench-operator", &plane.kubeconfig, &database, &[lease]);
+    replica.wait_until_ready(Duration::from_secs(120)).await;
+    let base = replica.scim_url.clone();
+    let pid = replica.child.id();
+    let probe = support::scim::Scim::new(&base, &token);
+    probe.wait_until_usable().await;
+    let helpers = ["kube-apiserver", "etcd"].iter().filter_map(|name| pid_of(name, &plane.dir)).collect();
+    Target {
+        name: "cleanmail-operator".into(),
+        base,
+        token,
+        pid,
+        helpers,
+        metrics_url: Some(replica.metrics_url.clone()),
+        _process: ServerProcess::Operator(replica),
+    }
+}
+
+/// A peer installed by `tools/bench/install-peers.sh`, started by `tools/bench/run-peer.sh`.
+async fn peer(name: &str, root_path: &str) -> Target {
+    let port = support::mailstack::free_port();
+    let log = std::fs::File::create(cluster::control_plane().dir.join(format!("{name}.log"))).expect("peer log");
+    let child = Command::new("bash")
+        .arg(Path::new(cluster::REPO).join("tools/bench/run-peer.sh"))
+        .args([name, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name} (run `just deps`): {e}"));
+    let base = format!("http://127.0.0.1:{port}{root_path}");
+    let target = Target {
+        name: name.into(),
+        base: base.clone(),
+        token: "bench-token".into(),
+        pid: child.id(),
+        helpers: Vec::new(),
+        metrics_url: None,
+        _process: ServerProcess::Peer(child),
+    };
+    let http = reqwest::Client::new();
+    cluster::eventually(&format!("{name} answers"), Duration::from_secs(60), || async {
+        let reply = http.get(format!("{base}/Users?count=1")).bearer_auth("bench-token").send().await.ok()?;
+        reply.status().is_success().then_some(())
+    })
+    .await;
+    target
+}
+
+// === Processes ===
+
+/// The pid of the control plane's `program`, found by its command line naming the plane's dir.
+fn pid_of(program: &str, dir: &Path) -> Option<u32> {
+    let dir = dir.to_string_lossy();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let command = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let command = String::from_utf8_lossy(&command).replace('\0', " ");
+        let executable = command.split_whitespace().next()?;
+        (executable.ends_with(program) && command.contains(dir.as_ref())).then_some(pid)
+    })
+}
+
+/// User plus system CPU time of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf").arg("CLK_TCK").output().ok();
+        output.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+    })
+}
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+// === The API server's ceiling ===
+
+/// `CleanmailUser` creates, then merge patches of `spec.displayName`, straight to the API server with
+/// the SCIM writes' concurrency: what no SCIM endpoint persisting there can beat.
+async fn api_server_ceiling(client: &kube::Client, settings: &Settings) -> (Outcome, Outcome) {
+    let (namespace, _) = cluster::tenant(client, "bench-raw", &[DOMAIN], "Delete").await;
+    let api: kube::Api<CleanmailUser> = kube::Api::namespaced(client.clone(), &namespace);
+    let count = settings.users;
+    let create = run_workers(settings.write_concurrency, Until::Count(count), {
+        let api = api.clone();
+        move |n| {
+            let api = api.clone();
+            async move {
+                let spec = CleanmailUserSpec { user_name: user_name(n), active: Some(true), ..Default::default() };
+                let user = CleanmailUser::new(&format!("user{n:06}"), spec);
+                let params = PostParams { field_manager: Some("bench".into()), ..Default::default() };
+                let result = api.create(&params, &user).await.map(|_| None).map_err(|e| e.to_string());
+                Sample { n, result }
+            }
+        }
+    })
+    .await;
+    let patch = run_workers(settings.write_concurrency, Until::Elapsed(settings.duration), move |n| {
+        let api = api.clone();
+        async move {
+            let body = json!({"spec": {"displayName": format!("User {n}")}});
+            let params = PatchParams { field_manager: Some("bench".into()), ..Default::default() };
+            let name = format!("user{:06}", spread(n, count));
+            let result = api.patch(&name, &params, &Patch::Merge(&body)).await.map(|_| None).map_err(|e| e.to_string());
+            Sample { n, result }
+        }
+    })
+    .await;
+    (create, patch)
+}
+
+// === Report ===
+
+/// What one server did in a run.
+struct Measured {
+    name: String,
+    peak_rss_mib: f64,
+    scenarios: Vec<(&'static str, Outcome)>,
+}
+
+/// Everything one run measured.
+struct Run {
+    /// This operator first, then the peers.
+    servers: Vec<Measured>,
+    raw_create: Outcome,
+    raw_patch: Outcome,
+}
+
+impl Run {
+    fn outcome(&self, server: usize, scenario: &str) -> Option<&Outcome> {
+        self.servers.get(server)?.scenarios.iter().find(|(name, _)| *name == scenario).map(|(_, o)| o)
+    }
+
+    /// The markdown table of every scenario on every server, ours first, with ours/peer ratios.
+    fn table(&self) -> String {
+        let mut out = String::from(
+            "| scenario | server | requests/s | p50 ms | p99 ms | errors | server CPU µs/request | ours / this |\n",
+        );
+        out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let scenarios: Vec<&str> = self.servers[0].scenarios.iter().map(|(name, _)| *name).collect();
+        for scenario in scenarios {
+            for (index, Measured { name: server, .. }) in self.servers.iter().enumerate() {
+                let Some(o) = self.outcome(index, scenario) else { continue };
+                let ours = self.outcome(0, scenario).map_or(0.0, Outcome::per_second);
+                let ratio = if index == 0 {
+                    "—".to_owned()
+                } else {
+                    format!("{:.2}×", ours / o.per_second().max(f64::EPSILON))
+                };
+                let cpu = o.cpu_per_request().as_secs_f64() * 1e6;
+                let cpu = if o.helper_cpu.is_zero() {
+                    format!("{cpu:.0}")
+                } else {
+                    let helpers = o.helper_cpu.as_secs_f64() * 1e6 / o.requests.max(1) as f64;
+                    format!("{cpu:.0} (+{helpers:.0} API server, etcd)")
+                };
+                let _ = writeln!(
+                    out,
+                    "| {scenario} | {server} | {:.0} | {:.2} | {:.2} | {} | {cpu} | {ratio} |",
+                    o.per_second(),
+                    o.percentile(0.5).as_secs_f64() * 1e3,
+                    o.percentile(0.99).as_secs_f64() * 1e3,
+                    o.errors,
+                );
+            }
+        }
+        out
+    }
+
+    fn memory(&self) -> String {
+        let mut out = String::from("| server | peak RSS MiB |\n| --- | ---: |\n");
+        for server in &self.servers {
+            let _ = writeln!(out, "| {} | {:.1} |", server.name, server.peak_rss_mib);
+        }
+        out
+    }
+
+    fn ceiling(&self) -> String {
+        let rate = |scenario: &str| self.outcome(0, scenario).map_or(0.0, Outcome::per_second);
+        let mut out = String::from(
+            "| write | SCIM end to end /s | API server alone /s | ratio |\n| --- | ---: | ---: | ---: |\n",
+        );
+        for (what, scim, raw) in [
+            ("create (POST)", rate("POST"), &self.raw_create),
+            ("patch (PATCH displayName)", rate(PATCH), &self.raw_patch),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {what} | {scim:.0} | {:.0} | {:.2} |",
+                raw.per_second(),
+                scim / raw.per_second().max(f64::EPSILON)
+            );
+        }
+        out
+    }
+
+    /// Whether the issue's goals hold in this run, one line each.
+    fn goals(&self) -> String {
+        let peers = 1..self.servers.len();
+        let filtered = "GET filter userName eq";
+        let ours = self.outcome(0, filtered);
+        let fastest_peer =
+            peers.clone().filter_map(|i| self.outcome(i, filtered)).map(Outcome::per_second).fold(0.0, f64::max);
+        let leanest_peer = peers.map(|i| self.servers[i].peak_rss_mib).fold(f64::INFINITY, f64::min);
+        let get_ratio = ours.map_or(0.0, Outcome::per_second) / fastest_peer.max(f64::EPSILON);
+        let p99 = ours.map_or(Duration::ZERO, |o| o.percentile(0.99));
+        let write = |scenario: &str, raw: &Outcome| {
+            self.outcome(0, scenario).map_or(0.0, Outcome::per_second) / raw.per_second().max(f64::EPSILON)
+        };
+        let (post, patch) = (write("POST", &self.raw_create), write(PATCH, &self.raw_patch));
+        let verdict = |met: bool| if met { "met" } else { "not met" };
+        [
+            format!("- Filtered GET ≥ 10× the fastest peer: {get_ratio:.2}× — {}", verdict(get_ratio >= 10.0)),
+            format!(
+                "- Filtered GET p99 ≤ 5 ms at concurrency 32: {:.2} ms — {}",
+                p99.as_secs_f64() * 1e3,
+                verdict(p99 <= Duration::from_millis(5))
+            ),
+            format!("- SCIM POST ≥ 80% of raw API server creates: {:.0}% — {}", post * 100.0, verdict(post >= 0.8)),
+            format!("- SCIM PATCH ≥ 80% of raw API server patches: {:.0}% — {}", patch * 100.0, verdict(patch >= 0.8)),
+            format!(
+                "- Peak RSS ≤ the leanest peer's: {:.1} MiB vs {leanest_peer:.1} MiB — {}",
+                self.servers[0].peak_rss_mib,
+                verdict(self.servers[0].peak_rss_mib <= leanest_peer)
+            ),
+        ]
+        .join("\n")
+    }
+}
+
+// === Main ===
+
+/// The peers and the SCIM root each serves below its address.
+const PEERS: [(&str, &str); 2] = [("scim2-server", "/v2"), ("scimmy", "/scim/v2")];
+
+async fn run(settings: &Settings) -> Run {
+    let client = cluster::client().await;
+    let mut servers = Vec::new();
+    // Stopped before anything else runs, so that neither the API server ceiling nor the peers
+    // share the machine with its controllers.
+    servers.push(measured(settings, &operator(&client).await, true).await);
+    let (raw_create, raw_patch) = api_server_ceiling(&client, settings).await;
+    for (name, root) in PEERS {
+        let target = peer(name, root).await;
+        servers.push(measured(settings, &target, false).await);
+    }
+    Run { servers, raw_create, raw_patch }
+}
+
+/// Runs every scenario on `target`. Our own errors fail the smoke run; a peer only has to answer.
+async fn measured(settings: &Settings, target: &Target, ours: bool) -> Measured {
+    let scenarios = measure(settings, target).await;
+    for (scenario, outcome) in &scenarios {
+        let acceptable = if ours { outcome.errors == 0 } else { outcome.errors < outcome.requests };
+        assert!(
+            settings.measuring || acceptable,
+            "{} {scenario}: {} errors in {} requests, first: {:?}",
+            target.name,
+            outcome.errors,
+            outcome.requests,
+            outcome.first_error
+        );
+    }
+    Measured { name: target.name.clone(), peak_rss_mib: peak_rss_mib(target.pid), scenarios }
+}
+
+/// `docs/benchmarks.md`: the machine, the versions, the command and the figures of this run.
+fn write_report(settings: &Settings, run: &Run) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |m| m.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = memory.lines().next().unwrap_or_default().trim_start_matches("MemTotal:").trim();
+    let text = format!(
+        "# Benchmarks\n\nWritten by `just bench` (`cargo bench --bench endpoint`); every figure below comes from one run \
+         on one machine, so compare ratios, not absolute numbers.\n\n\
+         - Machine: {model}, {cores} cores, {memory} memory, shared with the load generator (same process as the \
+         benchmark, on loopback) and, for this operator, with the API server and etcd.\n\
+         - Versions: cleanmail-operator {}, peers as pinned in `tools/bench/peers/`, kube-apiserver and etcd as in \
+         `tools/controlplane/go.mod`.\n\
+         - Load: {} users seeded through SCIM POST into each server (concurrency {}), then each read scenario for {:?} at \
+         concurrency {}, Entra's PATCH for {:?} at concurrency {}, then every user deleted.\n\n\
+         ## Requests\n\n{}\n## Memory\n\n{}\n## Against the API server's own ceiling\n\n{}\n## Goals\n\n{}\n",
+        env!("CARGO_PKG_VERSION"),
+        settings.users,
+        settings.write_concurrency,
+        settings.duration,
+        settings.read_concurrency,
+        settings.duration,
+        settings.write_concurrency,
+        run.table(),
+        run.memory(),
+        run.ceiling(),
+        run.goals(),
+    );
+    let path = PathBuf::from(cluster::REPO).join("docs/benchmarks.md");
+    std::fs::write(&path, text).expect("write docs/benchmarks.md");
+    println!("wrote {}", path.display());
+}
+
+fn main() {
+    let settings = settings();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let run = runtime.block_on(run(&settings));
+    println!("{}\n{}\n{}\n{}", run.table(), run.memory(), run.ceiling(), run.goals());
+    if settings.measuring {
+        write_report(&settings, &run);
+    }
+}
