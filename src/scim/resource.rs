@@ -187,9 +187,45 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
+/// The JSON patch (RFC 6902) that writes `new` over the spec `old` of an object at `generation`:
+/// a test that the spec is still at that generation, then one `add` (set) or `remove` per changed
+/// top-level field. Conditional on the generation rather than the resourceVersion, the write goes
+/// through however often the controller wrote the status in between, and fails (422) only when
+/// the spec itself changed; untouched fields are not sent, so other managers keep them.
+pub fn spec_write(generation: i64, old: &Value, new: &Value) -> Result<json_patch::Patch, serde_json::Error> {
+    let mut operations = vec![json!({"op": "test", "path": "/metadata/generation", "value": generation})];
+    if let Value::Object(changes) = merge_patch(old, new) {
+        for (key, change) in changes {
+            let path = format!("/spec/{}", key.replace('~', "~0").replace('/', "~1"));
+            operations.push(match change {
+                Value::Null => json!({"op": "remove", "path": path}),
+                _ => json!({"op": "add", "path": path, "value": new[&key]}),
+            });
+        }
+    }
+    serde_json::from_value(Value::Array(operations))
+}
+
 #[cfg(test)]
 mod merge_patch_tests {
     use super::*;
+
+    #[test]
+    fn spec_writes_test_the_generation_and_touch_only_changed_fields() {
+        let old =
+            json!({"userName": "a@b.ch", "title": "x", "name": {"givenName": "A"}, "overrides": {"active": false}});
+        let new = json!({"userName": "a@b.ch", "name": {"givenName": "B"}, "overrides": {"active": false}, "a/b": 1});
+        let written = serde_json::to_value(spec_write(7, &old, &new).expect("patch")).expect("json");
+        assert_eq!(
+            written,
+            json!([
+                {"op": "test", "path": "/metadata/generation", "value": 7},
+                {"op": "add", "path": "/spec/a~1b", "value": 1},
+                {"op": "add", "path": "/spec/name", "value": {"givenName": "B"}},
+                {"op": "remove", "path": "/spec/title"},
+            ])
+        );
+    }
 
     #[test]
     fn merge_patch_sets_changes_and_nulls_removals() {

@@ -24,7 +24,8 @@ use super::{
     patch::{self, PatchRequest},
     projection,
     resource::{
-        FIELD_MANAGER, ScimResource, claimed_by_applier, etag_matches, merge_patch, object_name, to_scim, version,
+        FIELD_MANAGER, ScimResource, claimed_by_applier, etag_matches, merge_patch, object_name, spec_write, to_scim,
+        version,
     },
     schemas::{self, MAX_PAGE_SIZE},
     store::{GroupStore, ResourceStore, UserStore},
@@ -415,22 +416,32 @@ async fn update<K: Stored>(
                 ),
             ));
         }
-        let body = json!({
-            "metadata": {"resourceVersion": current.meta().resource_version},
-            "spec": spec_patch,
-        });
+        let generation = current.meta().generation.unwrap_or_default();
+        let body = spec_write(generation, &old, &new).map_err(internal)?;
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match api.patch(id, &params, &Patch::Merge(&body)).await {
+        match api.patch(id, &params, &Patch::Json::<()>(body)).await {
             Ok(updated) => {
                 K::store(state).apply(updated.clone());
                 return Ok(Arc::new(updated));
             }
-            Err(kube::Error::Api(status)) if status.is_conflict() => current = reread(&api, id).await?,
             Err(kube::Error::Api(status)) if status.is_not_found() => return Err(not_found::<K>(id)),
+            // The generation test failed: the spec changed since it was read; recompute from it.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                let fresh = reread(&api, id).await?;
+                if fresh.meta().generation == current.meta().generation {
+                    return Err(refused_by_api_server(&status));
+                }
+                current = fresh;
+            }
             Err(error) => return Err(api_error(error)),
         }
     }
     Err(changed_concurrently())
+}
+
+/// A change the API server's validation refused although the SCIM schema accepted it.
+fn refused_by_api_server(status: &kube::core::Status) -> ScimError {
+    ScimError::bad_request(ScimType::InvalidValue, format!("the change cannot be stored: {}", status.message))
 }
 
 async fn remove<K: Stored>(
