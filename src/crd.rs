@@ -17,6 +17,10 @@ pub const PROTECTED_ANNOTATION: &str = "cleanmail.ch/protected";
 pub const PROVISIONED_BY_LABEL: &str = "cleanmail.ch/provisioned-by";
 /// The value of [`PROVISIONED_BY_LABEL`] on resources created through SCIM.
 pub const PROVISIONED_BY_SCIM: &str = "scim";
+/// Holds a user until its mailbox has been handled according to the deletion policy.
+pub const USER_FINALIZER: &str = "cleanmail.ch/mailbox-cleanup";
+/// Holds a group until its list has been removed from the backend.
+pub const LIST_FINALIZER: &str = "cleanmail.ch/list-cleanup";
 
 /// A mailbox identity provisioned through SCIM (usually by Microsoft Entra ID) or applied directly.
 ///

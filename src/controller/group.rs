@@ -20,12 +20,9 @@ use super::{
 };
 use crate::{
     backend::DesiredList,
-    crd::{CleanmailGroup, CleanmailGroupStatus, CleanmailUser},
+    crd::{CleanmailGroup, CleanmailGroupStatus, CleanmailUser, LIST_FINALIZER},
     tenant::{BackendChoice, Tenant},
 };
-
-/// Holds a group until its list has been removed from the backend.
-pub const LIST_FINALIZER: &str = "cleanmail.ch/list-cleanup";
 
 pub async fn reconcile(group: Arc<CleanmailGroup>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<CleanmailGroup> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());

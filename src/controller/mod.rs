@@ -38,8 +38,6 @@ use crate::{
 
 /// The field manager of every status write the controller makes.
 pub const FIELD_MANAGER: &str = "cleanmail-controller";
-/// Holds a user until its mailbox has been handled according to the deletion policy.
-pub const USER_FINALIZER: &str = "cleanmail.ch/mailbox-cleanup";
 /// How soon a user blocked on something outside its own spec (its tenant) is looked at again.
 const RECHECK: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

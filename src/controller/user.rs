@@ -13,14 +13,14 @@ use kube::{
 };
 
 use super::{
-    Context, Error, RECHECK, Result, USER_FINALIZER,
+    Context, Error, RECHECK, Result,
     conditions::{self, Observed},
     object_key,
     plan::{Disposal, Plan, State, disposal, plan},
 };
 use crate::{
     backend::{Change, MailboxBackend},
-    crd::{CleanmailUser, CleanmailUserStatus, DeletionPolicy, MailboxRef, PROTECTED_ANNOTATION},
+    crd::{CleanmailUser, CleanmailUserStatus, DeletionPolicy, MailboxRef, PROTECTED_ANNOTATION, USER_FINALIZER},
     tenant::{BackendChoice, Tenant},
 };
 

@@ -10,7 +10,7 @@ use super::{
     schemas::{self, GROUP_SCHEMA, GROUP_TYPE},
 };
 use crate::{
-    crd::{CleanmailGroup, CleanmailGroupSpec},
+    crd::{CleanmailGroup, CleanmailGroupSpec, LIST_FINALIZER},
     tenant::Tenant,
 };
 
@@ -19,6 +19,7 @@ impl ScimResource for CleanmailGroup {
     const RESOURCE_TYPE: &'static str = "Group";
     const ENDPOINT: &'static str = "Groups";
     const UNIQUE_ATTRIBUTE: &'static str = "displayName";
+    const FINALIZER: &'static str = LIST_FINALIZER;
     /// Entra discourages echoing (possibly huge) member lists.
     const PATCH_ANSWERS_NO_CONTENT: bool = true;
 

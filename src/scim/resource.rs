@@ -24,6 +24,9 @@ pub trait ScimResource:
     const ENDPOINT: &'static str;
     /// The attribute unique per tenant (compared case-insensitively).
     const UNIQUE_ATTRIBUTE: &'static str;
+    /// The controller's finalizer, set at creation so that the controller's first reconcile need
+    /// not write the object once more only to add it.
+    const FINALIZER: &'static str;
     /// Whether a successful PATCH answers 204 rather than echoing the resource (RFC 7644 §3.5.2
     /// allows either), unless the client asks for attributes.
     const PATCH_ANSWERS_NO_CONTENT: bool = false;

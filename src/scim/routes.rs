@@ -267,6 +267,7 @@ async fn create_object<K: Stored>(state: &ScimState, tenant: &Tenant, spec: K::S
     for _ in 0..WRITE_ATTEMPTS {
         let mut object = K::build(&name, spec.clone());
         object.meta_mut().labels = Some([(PROVISIONED_BY_LABEL.to_owned(), PROVISIONED_BY_SCIM.to_owned())].into());
+        object.meta_mut().finalizers = Some(vec![K::FINALIZER.to_owned()]);
         match api.create(&params, &object).await {
             Ok(created) => return Ok(created),
             Err(kube::Error::Api(status)) if status.is_already_exists() => {

@@ -9,7 +9,7 @@ use super::{
     schemas::{self, ENTERPRISE_USER_SCHEMA, USER_SCHEMA, USER_TYPE},
 };
 use crate::{
-    crd::{CleanmailUser, CleanmailUserSpec},
+    crd::{CleanmailUser, CleanmailUserSpec, USER_FINALIZER},
     tenant::Tenant,
 };
 
@@ -18,6 +18,7 @@ impl ScimResource for CleanmailUser {
     const RESOURCE_TYPE: &'static str = "User";
     const ENDPOINT: &'static str = "Users";
     const UNIQUE_ATTRIBUTE: &'static str = "userName";
+    const FINALIZER: &'static str = USER_FINALIZER;
 
     fn spec(&self) -> &CleanmailUserSpec {
         &self.spec
