@@ -437,7 +437,7 @@ pub struct CleanmailTenantSpec {
     /// The storage quota of mailboxes whose user sets none in `spec.overrides.quota`, such as `5Gi`; no quota when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_quota: Option<Quantity>,
-    /// Whether the SCIM client may delete users it did not create (applied with kubectl or a GitOps tool, such as a shared mailbox). Off by default.
+    /// Whether the SCIM client may delete users and groups it did not create (applied with kubectl or a GitOps tool, such as a shared mailbox). Off by default.
     #[serde(default)]
     pub scim_may_delete_applied_users: bool,
 }
