@@ -21,10 +21,11 @@ use futures::StreamExt;
 use kube::{
     Api, Client, Resource,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
-        finalizer, watcher,
+        finalizer, reflector,
+        watcher::{self, watcher},
     },
 };
 
@@ -184,12 +185,9 @@ pub async fn run(
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let users = Controller::new(
-        Scope::api::<CleanmailUser>(&ctx.client, &partition),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(config.clone())
-    .graceful_shutdown_on(shutdown.clone());
+    let users = lean_controller::<CleanmailUser>(&ctx.client, &partition)
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone());
     // Groups resolve their members through the user controller's cache.
     let _ = ctx.users.set(users.store());
     let users = users
@@ -197,23 +195,36 @@ pub async fn run(
         .for_each(log_outcome);
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
-    let groups = Controller::new(
-        Scope::api::<CleanmailGroup>(&ctx.client, &partition),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(config.clone().debounce(GROUP_DEBOUNCE))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(group::reconcile, error_policy, ctx.clone())
-    .for_each(log_outcome);
-    let tenants = Controller::new(
-        Scope::api::<CleanmailTenant>(&ctx.client, &partition),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(config)
-    .graceful_shutdown_on(shutdown)
-    .run(tenant::reconcile, error_policy, ctx.clone())
-    .for_each(log_outcome);
+    let groups = lean_controller::<CleanmailGroup>(&ctx.client, &partition)
+        .with_config(config.clone().debounce(GROUP_DEBOUNCE))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(group::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
+    let tenants = lean_controller::<CleanmailTenant>(&ctx.client, &partition)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(tenant::reconcile, error_policy, ctx.clone())
+        .for_each(log_outcome);
     futures::join!(users, groups, tenants);
+}
+
+/// A controller over `K` in `partition` whose cache holds objects without `managedFields`:
+/// reconciles never read them, and they are a large part of every object.
+fn lean_controller<K>(client: &Client, partition: &Partition) -> Controller<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let writer = reflector::store::Writer::<K>::default();
+    let reader = writer.as_reader();
+    let events = watcher(Scope::api::<K>(client, partition), watcher::Config::default().any_semantic())
+        .modify(|object| object.meta_mut().managed_fields = None);
+    Controller::for_stream(reflector::reflector(writer, events).applied_objects(), reader)
 }
 
 /// Runs one reconcile and records its result, duration and any backend error.

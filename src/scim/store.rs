@@ -141,6 +141,21 @@ impl<K> Clone for ResourceStore<K> {
     }
 }
 
+/// `object` without what the SCIM edge never reads of its `managedFields`: the field sets of
+/// updates and status writes. Kept are every entry's manager, operation and time (for
+/// `meta.lastModified`) and the field sets of server-side applies to the object itself (for the
+/// fields SCIM must not change). Field sets are most of an object's size in memory.
+fn lean<K: Indexed>(mut object: K) -> K {
+    for entry in object.meta_mut().managed_fields.iter_mut().flatten() {
+        let applied_to_object =
+            entry.operation.as_deref() == Some("Apply") && entry.subresource.as_deref().unwrap_or_default().is_empty();
+        if !applied_to_object {
+            entry.fields_v1 = None;
+        }
+    }
+    object
+}
+
 impl<K> Default for ResourceStore<K> {
     fn default() -> Self {
         ResourceStore { namespaces: Arc::default(), ready: watch::channel(false).0 }
@@ -163,7 +178,7 @@ impl<K: Indexed> ResourceStore<K> {
             ns.bury(&name, version);
         } else {
             ns.tombstones.remove(&name);
-            ns.insert(Arc::new(user));
+            ns.insert(Arc::new(lean(user)));
         }
     }
 
@@ -188,7 +203,7 @@ impl<K: Indexed> ResourceStore<K> {
                 continue;
             }
             if let Some(namespace) = object.namespace() {
-                fresh.entry(namespace).or_default().insert(Arc::new(object));
+                fresh.entry(namespace).or_default().insert(Arc::new(lean(object)));
             }
         }
         let mut namespaces = self.write();
@@ -285,7 +300,39 @@ impl<K: Indexed> ResourceStore<K> {
 mod tests {
     use super::*;
     use crate::crd::CleanmailUserSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
+    #[test]
+    fn the_read_model_keeps_only_the_field_sets_of_applies_to_the_object() {
+        let entry = |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            subresource: subresource.map(Into::into),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:active": {}}}))),
+            ..Default::default()
+        };
+        let mut object = user("a", "a@b.ch", None, 1);
+        object.metadata.managed_fields = Some(vec![
+            entry("cleanmail-scim", "Update", None),
+            entry("cleanmail-controller", "Apply", Some("status")),
+            entry("argocd", "Apply", None),
+        ]);
+        let kept: Vec<(Option<String>, bool)> = lean(object)
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.manager, e.fields_v1.is_some()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (Some("cleanmail-scim".into()), false),
+                (Some("cleanmail-controller".into()), false),
+                (Some("argocd".into()), true)
+            ]
+        );
+    }
 
     fn user(name: &str, user_name: &str, external_id: Option<&str>, version: u64) -> CleanmailUser {
         let mut user = CleanmailUser::new(
