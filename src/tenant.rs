@@ -59,6 +59,15 @@ pub enum BackendChoice {
 }
 
 impl Tenant {
+    /// The URL of the tenant's own backend; `None` for the operator's default (or an unresolved one,
+    /// which callers refuse before they connect).
+    pub fn backend_url(&self) -> Option<&str> {
+        match &self.backend {
+            BackendChoice::Url(url) => Some(url),
+            _ => None,
+        }
+    }
+
     /// Whether `user_name` is a mail address in one of this tenant's domains.
     pub fn allows(&self, user_name: &str) -> bool {
         match user_name.rsplit_once('@') {

@@ -56,11 +56,7 @@ async fn scan_for_orphans(object: &CleanmailTenant, ctx: &Context) -> Option<Vec
     let tenant = ctx.tenants.tenant(&namespace)?;
     let users = ctx.users.get()?;
     let _ = users.wait_until_ready().await;
-    let url = match &tenant.backend {
-        BackendChoice::Url(url) => Some(url.as_str()),
-        _ => None,
-    };
-    let accounts = match ctx.backends.get(url).await {
+    let accounts = match ctx.backends.get(tenant.backend_url()).await {
         Ok(backend) => backend.accounts_in(&tenant.domains).await,
         Err(error) => Err(error),
     };

@@ -37,13 +37,6 @@ pub async fn reconcile(user: Arc<CleanmailUser>, ctx: Arc<Context>) -> Result<Ac
     .map_err(|error| Error::Finalizer(Box::new(error)))
 }
 
-fn backend_url(tenant: &Tenant) -> Option<&str> {
-    match &tenant.backend {
-        BackendChoice::Url(url) => Some(url),
-        _ => None,
-    }
-}
-
 async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     let tenant = ctx.tenants.tenant(&user.namespace().unwrap_or_default());
     let plan = match plan(user, tenant.as_deref()) {
@@ -55,7 +48,7 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
             return Ok(Action::requeue(RECHECK));
         }
     };
-    let tenant = tenant.as_deref().map(backend_url).unwrap_or_default();
+    let tenant = tenant.as_deref().and_then(Tenant::backend_url);
     let result = match ctx.backends.get(tenant).await {
         Ok(backend) => backend.ensure(&plan.account).await,
         Err(error) => Err(error),
@@ -151,7 +144,7 @@ async fn cleanup(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
             source: None,
         }));
     }
-    let backend: Arc<dyn MailboxBackend> = ctx.backends.get(backend_url(&tenant)).await.map_err(Error::Backend)?;
+    let backend: Arc<dyn MailboxBackend> = ctx.backends.get(tenant.backend_url()).await.map_err(Error::Backend)?;
     let (reason, note) = match policy {
         DeletionPolicy::Delete => {
             backend.delete(&account_id).await.map_err(Error::Backend)?;

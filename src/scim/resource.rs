@@ -190,19 +190,19 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-/// The JSON patch (RFC 6902) that writes `new` over the spec `old` of an object at `generation`:
-/// a test that the spec is still at that generation, then one `add` (set) or `remove` per changed
-/// top-level field. Conditional on the generation rather than the resourceVersion, the write goes
+/// The JSON patch (RFC 6902) that writes the spec `new` over an object at `generation`, given
+/// `changes`, the merge patch from its current spec to `new`: a test that the spec is still at
+/// that generation, then one `add` (set) or `remove` per changed top-level field. Conditional on the generation rather than the resourceVersion, the write goes
 /// through however often the controller wrote the status in between, and fails (422) only when
 /// the spec itself changed; untouched fields are not sent, so other managers keep them.
-pub fn spec_write(generation: i64, old: &Value, new: &Value) -> Result<json_patch::Patch, serde_json::Error> {
+pub fn spec_write(generation: i64, changes: &Value, new: &Value) -> Result<json_patch::Patch, serde_json::Error> {
     let mut operations = vec![json!({"op": "test", "path": "/metadata/generation", "value": generation})];
-    if let Value::Object(changes) = merge_patch(old, new) {
+    if let Value::Object(changes) = changes {
         for (key, change) in changes {
             let path = format!("/spec/{}", key.replace('~', "~0").replace('/', "~1"));
             operations.push(match change {
                 Value::Null => json!({"op": "remove", "path": path}),
-                _ => json!({"op": "add", "path": path, "value": new[&key]}),
+                _ => json!({"op": "add", "path": path, "value": new[key.as_str()]}),
             });
         }
     }
@@ -218,7 +218,8 @@ mod merge_patch_tests {
         let old =
             json!({"userName": "a@b.ch", "title": "x", "name": {"givenName": "A"}, "overrides": {"active": false}});
         let new = json!({"userName": "a@b.ch", "name": {"givenName": "B"}, "overrides": {"active": false}, "a/b": 1});
-        let written = serde_json::to_value(spec_write(7, &old, &new).expect("patch")).expect("json");
+        let written =
+            serde_json::to_value(spec_write(7, &merge_patch(&old, &new), &new).expect("patch")).expect("json");
         assert_eq!(
             written,
             json!([

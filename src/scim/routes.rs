@@ -418,7 +418,7 @@ async fn update<K: Stored>(
             ));
         }
         let generation = current.meta().generation.unwrap_or_default();
-        let body = spec_write(generation, &old, &new).map_err(internal)?;
+        let body = spec_write(generation, &spec_patch, &new).map_err(internal)?;
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match api.patch(id, &params, &Patch::Json::<()>(body)).await {
             Ok(updated) => {
