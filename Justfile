@@ -30,7 +30,7 @@ crds:
 
 # Measure against baselines taken in the same run (needs what `just test` needs).
 bench: deps
-    cargo bench --locked --bench groups --bench endpoint
+    cargo bench --locked --bench groups --bench endpoint --bench provisioning
 
 # Format and lint.
 lint:

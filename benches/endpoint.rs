@@ -15,19 +15,18 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use cleanmail_operator::crd::{CleanmailUser, CleanmailUserSpec};
-use k8s_openapi::api::coordination::v1::Lease;
+use common::{Outcome, Request, Sample, Until, cpu_time, peak_rss_mib, run_workers, verdict};
 use kube::api::{Patch, PatchParams, PostParams};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -50,13 +49,11 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let users = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok());
-    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok());
+    let measuring = common::measuring();
     Settings {
         measuring,
-        users: users.unwrap_or(if measuring { 2_000 } else { 20 }),
-        duration: Duration::from_secs_f64(seconds.unwrap_or(if measuring { 10.0 } else { 0.5 })),
+        users: common::env_or("BENCH_USERS", if measuring { 2_000 } else { 20 }),
+        duration: Duration::from_secs_f64(common::env_or("BENCH_SECONDS", if measuring { 10.0 } else { 0.5 })),
         read_concurrency: 32,
         write_concurrency: 16,
     }
@@ -91,132 +88,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// What one scenario measured on one server.
-#[derive(Default)]
-struct Outcome {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    /// Server CPU time spent during the scenario.
-    cpu: Duration,
-    /// CPU time of the processes the server depends on (the API server and etcd for ours).
-    helper_cpu: Duration,
-    /// The first unexpected status and body, to explain errors.
-    first_error: Option<String>,
-    /// Bodies of successful requests that asked to be kept, by sequence number.
-    captured: Vec<(usize, Value)>,
-}
-
-impl Outcome {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let index = ((self.latencies.len() as f64 - 1.0) * p).round().max(0.0) as usize;
-        self.latencies.get(index).copied().unwrap_or_default()
-    }
-
-    fn cpu_per_request(&self) -> Duration {
-        self.cpu.checked_div(self.requests.max(1) as u32).unwrap_or_default()
-    }
-}
-
-/// How a scenario ends: after a number of requests, or after a while.
-#[derive(Clone, Copy)]
-enum Until {
-    Count(usize),
-    Elapsed(Duration),
-}
-
-/// One request of a scenario, built from its sequence number.
-struct Request {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    /// Statuses that count as success.
-    ok: &'static [u16],
-    /// Whether the body of a successful reply is kept.
-    capture: bool,
-}
-
-impl Request {
-    fn new(method: Method, path: String, body: Option<Value>, ok: &'static [u16]) -> Request {
-        Request { method, path, body, ok, capture: false }
-    }
-}
-
-/// What one call reported.
-struct Sample {
-    n: usize,
-    /// `Err` with the status and body (or transport error) of a failure.
-    result: Result<Option<Value>, String>,
-}
-
-/// The load generator: `concurrency` workers, each taking the next sequence number and making its
-/// call, until `until`. The same loop drives every server and the API server.
-async fn run_workers<F, Fut>(concurrency: usize, until: Until, call: F) -> Outcome
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Sample> + Send,
-{
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (call, next) = (call.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut outcome = Outcome::default();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let done = match until {
-                        Until::Count(count) => n >= count,
-                        Until::Elapsed(limit) => started.elapsed() >= limit,
-                    };
-                    if done {
-                        return outcome;
-                    }
-                    let began = Instant::now();
-                    let sample = call(n).await;
-                    outcome.record(began.elapsed(), sample);
-                }
-            })
-        })
-        .collect();
-    let mut total = Outcome::default();
-    for worker in workers {
-        total.absorb(worker.await.expect("load worker"));
-    }
-    total.elapsed = started.elapsed();
-    total.latencies.sort();
-    total
-}
-
-impl Outcome {
-    fn record(&mut self, latency: Duration, sample: Sample) {
-        self.latencies.push(latency);
-        self.requests += 1;
-        match sample.result {
-            Ok(Some(body)) => self.captured.push((sample.n, body)),
-            Ok(None) => {}
-            Err(error) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| error.chars().take(300).collect());
-            }
-        }
-    }
-
-    fn absorb(&mut self, part: Outcome) {
-        self.requests += part.requests;
-        self.errors += part.errors;
-        self.latencies.extend(part.latencies);
-        self.captured.extend(part.captured);
-        self.first_error = self.first_error.take().or(part.first_error);
-    }
-}
-
 /// SCIM requests against `target`, with its CPU time over the run.
 async fn drive(
     target: &Target,
@@ -224,37 +95,12 @@ async fn drive(
     until: Until,
     request: impl Fn(usize) -> Request + Send + Sync + 'static,
 ) -> Outcome {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("http client");
-    let (base, token) = (Arc::new(target.base.clone()), Arc::new(target.token.clone()));
-    let request = Arc::new(request);
     let cpu_before = cpu_time(target.pid);
-    let helpers_before: Duration = target.helpers.iter().map(|&pid| cpu_time(pid)).sum();
-    let mut outcome = run_workers(concurrency, until, move |n| {
-        let (http, base, token, request) = (http.clone(), base.clone(), token.clone(), request.clone());
-        async move { Sample { n, result: send(&http, &base, &token, request(n)).await } }
-    })
-    .await;
+    let helpers_before = common::cpu_of(&target.helpers);
+    let mut outcome = common::scim_load(&target.base, &target.token, concurrency, until, request).await;
     outcome.cpu = cpu_time(target.pid).saturating_sub(cpu_before);
-    let helpers_after: Duration = target.helpers.iter().map(|&pid| cpu_time(pid)).sum();
-    outcome.helper_cpu = helpers_after.saturating_sub(helpers_before);
+    outcome.helper_cpu = common::cpu_of(&target.helpers).saturating_sub(helpers_before);
     outcome
-}
-
-async fn send(http: &reqwest::Client, base: &str, token: &str, request: Request) -> Result<Option<Value>, String> {
-    let mut builder = http
-        .request(request.method, format!("{base}{}", request.path))
-        .bearer_auth(token)
-        .header("content-type", "application/scim+json");
-    if let Some(body) = &request.body {
-        builder = builder.body(body.to_string());
-    }
-    let reply = builder.send().await.map_err(|e| e.to_string())?;
-    let status = reply.status().as_u16();
-    let body = reply.bytes().await.map_err(|e| e.to_string())?;
-    if !request.ok.contains(&status) {
-        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
-    }
-    Ok(request.capture.then(|| serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 fn user_name(n: usize) -> String {
@@ -375,10 +221,7 @@ async fn settle(target: &Target) {
     let Some(url) = &target.metrics_url else { return };
     let http = reqwest::Client::new();
     cluster::eventually("the operator's backlog drained", Duration::from_secs(600), || async {
-        let text = http.get(url).send().await.ok()?.text().await.ok()?;
-        let backlog =
-            text.lines().find_map(|l| l.strip_prefix("cleanmail_reconcile_backlog{kind=\"CleanmailUser\"} "))?;
-        (backlog.trim() == "0").then_some(())
+        (common::backlog(&http, url, "CleanmailUser").await? == 0).then_some(())
     })
     .await;
 }
@@ -394,7 +237,7 @@ async fn operator(client: &kube::Client, controllers: bool) -> Target {
     let (_, token) = cluster::tenant(client, name, &[DOMAIN], "Delete").await;
     let database = plane.dir.join(format!("{name}.db"));
     if !controllers {
-        hold_lease(client, name).await;
+        common::hold_lease(client, name).await;
     }
     let lease = ("CLEANMAIL_LEASE_NAME", name.to_owned());
     let replica = process::start(name, &plane.kubeconfig, &database, &[lease]);
@@ -403,7 +246,7 @@ async fn operator(client: &kube::Client, controllers: bool) -> Target {
     let pid = replica.child.id();
     let probe = support::scim::Scim::new(&base, &token);
     probe.wait_until_usable().await;
-    let helpers = ["kube-apiserver", "etcd"].iter().filter_map(|name| pid_of(name, &plane.dir)).collect();
+    let helpers = common::control_plane_pids();
     Target {
         name: if controllers { "cleanmail-operator" } else { "cleanmail-operator, SCIM edge alone" }.into(),
         base,
@@ -413,18 +256,6 @@ async fn operator(client: &kube::Client, controllers: bool) -> Target {
         metrics_url: controllers.then(|| replica.metrics_url.clone()),
         _process: ServerProcess::Operator(replica),
     }
-}
-
-/// A Lease `name` held by another identity for an hour, so the operator using it never leads.
-async fn hold_lease(client: &kube::Client, name: &str) {
-    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "default");
-    let lease: Lease = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 3600,
-                 "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()},
-    }))
-    .expect("lease");
-    leases.create(&PostParams::default(), &lease).await.expect("create the held lease");
 }
 
 /// POST and Entra's PATCH on the operator with its controllers off.
@@ -467,49 +298,6 @@ async fn peer(name: &str, root_path: &str) -> Target {
     })
     .await;
     target
-}
-
-// === Processes ===
-
-/// The pid of the control plane's `program`, found by its command line naming the plane's dir.
-fn pid_of(program: &str, dir: &Path) -> Option<u32> {
-    let dir = dir.to_string_lossy();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let command = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let command = String::from_utf8_lossy(&command).replace('\0', " ");
-        let executable = command.split_whitespace().next()?;
-        (executable.ends_with(program) && command.contains(dir.as_ref())).then_some(pid)
-    })
-}
-
-/// User plus system CPU time of a process so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let output = Command::new("getconf").arg("CLK_TCK").output().ok();
-        output.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
-    })
-}
-
-/// The process's peak resident memory (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 // === The API server's ceiling ===
@@ -647,7 +435,6 @@ impl Run {
         let leanest_peer = peers.map(|i| self.servers[i].peak_rss_mib).fold(f64::INFINITY, f64::min);
         let get_ratio = ours.map_or(0.0, Outcome::per_second) / fastest_peer.max(f64::EPSILON);
         let p99 = ours.map_or(Duration::ZERO, |o| o.percentile(0.99));
-        let verdict = |met: bool| if met { "met" } else { "not met" };
         let write = |what: &str, scenario: &str, raw: &Outcome| {
             let (full, edge, raw) = self.write_rates(scenario, raw);
             format!(
@@ -715,29 +502,22 @@ async fn measured(settings: &Settings, target: &Target, ours: bool) -> Measured 
     Measured { name: target.name.clone(), peak_rss_mib: peak_rss_mib(target.pid), scenarios }
 }
 
-/// `docs/benchmarks.md`: the machine, the versions, the command and the figures of this run.
+/// This benchmark's section of `docs/benchmarks.md`: the machine, the versions, the command and
+/// the figures of this run.
 fn write_report(settings: &Settings, run: &Run) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown", |m| m.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = memory.lines().next().unwrap_or_default().trim_start_matches("MemTotal:").trim();
     let text = format!(
-        "# Benchmarks\n\nWritten by `just bench` (`cargo bench --bench endpoint`); every figure below comes from one run \
-         on one machine, so compare ratios, not absolute numbers.\n\n\
-         - Machine: {model}, {cores} cores, {memory} memory, shared with the load generator (same process as the \
-         benchmark, on loopback) and, for this operator, with the API server and etcd.\n\
+        "## SCIM endpoint against peers and the API server\n\nWritten by `cargo bench --bench endpoint`.\n\n\
+         - Machine: {}, shared with the load generator (same process as the benchmark, on loopback) and, for this \
+         operator, with the API server and etcd.\n\
          - Versions: cleanmail-operator {}, peers as pinned in `tools/bench/peers/`, kube-apiserver and etcd as in \
          `tools/controlplane/go.mod`.\n\
          - Load: {} users seeded through SCIM POST into each server (concurrency {}), then each read scenario for {:?} at \
          concurrency {}, Entra's PATCH for {:?} at concurrency {}, then every user deleted.\n\n\
-         ## Requests\n\n{}\n## Memory\n\n{}\n## Against the API server's own ceiling\n\nThe same creates and patches sent straight to \
+         ### Requests\n\n{}\n### Memory\n\n{}\n### Against the API server's own ceiling\n\nThe same creates and patches sent straight to \
          the API server with no operator running, against SCIM end to end: once while the controllers provision \
          what SCIM writes (each user also gets a status write, an Event and a mailbox row), and once on a replica \
-         whose Lease is held elsewhere, so that only the SCIM edge works.\n\n{}\n## Goals\n\n{}\n",
+         whose Lease is held elsewhere, so that only the SCIM edge works.\n\n{}\n### Goals\n\n{}\n",
+        common::machine(),
         env!("CARGO_PKG_VERSION"),
         settings.users,
         settings.write_concurrency,
@@ -750,9 +530,7 @@ fn write_report(settings: &Settings, run: &Run) {
         run.ceiling(),
         run.goals(),
     );
-    let path = PathBuf::from(cluster::REPO).join("docs/benchmarks.md");
-    std::fs::write(&path, text).expect("write docs/benchmarks.md");
-    println!("wrote {}", path.display());
+    common::write_section("endpoint", &text);
 }
 
 fn main() {

@@ -1,0 +1,455 @@
+//! Provisioning end to end and the operator at scale, against the API server's own create
+//! throughput measured in the same run.
+//!
+//! - **Ceiling**: `CleanmailUser` creates sent straight to the API server (no operator running).
+//! - **End to end**, for SQLite and PostgreSQL mailboxes: users POSTed as Entra posts them until
+//!   every one is `Ready=True` with an enabled mailbox row, then every user disabled with Entra's
+//!   PATCH until every mailbox is disabled.
+//! - **Scale**: with 10,000 and 100,000 `CleanmailUser` resources present, how long a replica takes
+//!   to become ready (caches synced, SCIM answering) and its peak memory, for a SCIM-only replica
+//!   and for the leader while it starts provisioning.
+//!
+//! `cargo bench --bench provisioning` (`just bench`) measures and writes its section of
+//! `docs/benchmarks.md`; under `cargo test` the same code runs on a few users.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::{
+    fmt::Write as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use cleanmail_operator::{
+    backend::{MailboxBackend, sql::SqlBackend},
+    crd::{CleanmailUser, CleanmailUserSpec},
+};
+use common::{Outcome, Request, Sample, Until, verdict};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use reqwest::Method;
+use serde_json::json;
+use support::{cluster, mailstack::Postgres, process, scim::entra_user};
+
+const DOMAIN: &str = "provision.ch";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// How long the controllers may take to converge before the run fails.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(1_200);
+
+struct Settings {
+    measuring: bool,
+    /// Users provisioned end to end on each backend.
+    users: usize,
+    /// How many users are present in each scale step.
+    scale: Vec<usize>,
+    /// How long the leader is watched provisioning at each scale step.
+    window: Duration,
+    concurrency: usize,
+}
+
+fn settings() -> Settings {
+    let measuring = common::measuring();
+    let scale = std::env::var("BENCH_SCALE_USERS").unwrap_or_else(|_| (if measuring { "10000,100000" } else { "40" }).into());
+    Settings {
+        measuring,
+        users: common::env_or("BENCH_PROVISION_USERS", if measuring { 10_000 } else { 30 }),
+        scale: scale.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        window: Duration::from_secs_f64(common::env_or("BENCH_SCALE_WINDOW_SECONDS", if measuring { 20.0 } else { 1.0 })),
+        concurrency: 16,
+    }
+}
+
+fn user_name(n: usize) -> String {
+    format!("user{n:06}@{DOMAIN}")
+}
+
+fn object_name(n: usize) -> String {
+    format!("user{n:06}")
+}
+
+// === The API server alone ===
+
+/// `count` creates straight to the API server in `namespace`, numbered from `first`.
+async fn raw_creates(client: &kube::Client, namespace: &str, first: usize, count: usize, concurrency: usize) -> Outcome {
+    let api: Api<CleanmailUser> = Api::namespaced(client.clone(), namespace);
+    common::run_workers(concurrency, Until::Count(count), move |n| {
+        let api = api.clone();
+        async move {
+            let n = first + n;
+            let spec = CleanmailUserSpec {
+                user_name: user_name(n),
+                external_id: Some(format!("ext-{n:06}")),
+                active: Some(true),
+                ..Default::default()
+            };
+            let user = CleanmailUser::new(&object_name(n), spec);
+            let params = PostParams { field_manager: Some("bench".into()), ..Default::default() };
+            let result = api.create(&params, &user).await.map(|_| None).map_err(|e| e.to_string());
+            Sample { n, result }
+        }
+    })
+    .await
+}
+
+/// The ceiling: creates with no operator running, removed again so no controller sees them later.
+async fn ceiling(client: &kube::Client, settings: &Settings) -> Outcome {
+    let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
+    let pids = common::control_plane_pids();
+    let before = common::cpu_of(&pids);
+    let mut outcome = raw_creates(client, &namespace, 0, settings.users, settings.concurrency).await;
+    outcome.helper_cpu = common::cpu_of(&pids).saturating_sub(before);
+    assert_eq!(outcome.errors, 0, "raw creates failed: {:?}", outcome.first_error);
+    let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
+    api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect("delete the raw users");
+    outcome
+}
+
+// === End to end ===
+
+/// Where a tenant's mailboxes live.
+enum Mailboxes {
+    Sqlite,
+    Postgres(Postgres),
+}
+
+impl Mailboxes {
+    fn name(&self) -> &'static str {
+        match self {
+            Mailboxes::Sqlite => "SQLite",
+            Mailboxes::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+/// What provisioning and then disabling every user cost on one backend.
+struct EndToEnd {
+    backend: &'static str,
+    posted: Outcome,
+    /// From the first POST until every user is Ready with an enabled mailbox.
+    to_ready: Duration,
+    patched: Outcome,
+    /// From the first disabling PATCH until every mailbox is disabled.
+    to_disabled: Duration,
+    /// CPU of the operator, and of the API server and etcd, from the first POST to the end.
+    operator_cpu: Duration,
+    control_plane_cpu: Duration,
+    peak_rss_mib: f64,
+}
+
+/// A leader replica watching only its own tenant's namespace, so the phases do not see each other.
+async fn leader(client: &kube::Client, name: &str, mailboxes: &Mailboxes) -> (process::Replica, String, String, String) {
+    let plane = cluster::control_plane();
+    let database = plane.dir.join(format!("{name}.db"));
+    let backend_url = match mailboxes {
+        Mailboxes::Sqlite => format!("sqlite://{}", database.display()),
+        Mailboxes::Postgres(pg) => pg.url.clone(),
+    };
+    let tenant_backend = matches!(mailboxes, Mailboxes::Postgres(_)).then_some(backend_url.as_str());
+    let (namespace, token) = cluster::tenant_with_backend(client, name, &[DOMAIN], "Delete", tenant_backend).await;
+    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone())];
+    let replica = process::start(name, &plane.kubeconfig, &database, &env);
+    replica.wait_until_ready(Duration::from_secs(120)).await;
+    support::scim::Scim::new(&replica.scim_url, &token).wait_until_usable().await;
+    (replica, namespace, token, backend_url)
+}
+
+async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailboxes) -> EndToEnd {
+    let name = format!("e2e-{}", mailboxes.name().to_lowercase());
+    let (replica, namespace, token, backend_url) = leader(client, &name, &mailboxes).await;
+    let pids = common::control_plane_pids();
+    let (operator_before, plane_before) = (common::cpu_time(replica.child.id()), common::cpu_of(&pids));
+    let users = settings.users;
+
+    let started = Instant::now();
+    let mut posted = common::scim_load(&replica.scim_url, &token, settings.concurrency, Until::Count(users), |n| {
+        let body = entra_user(&user_name(n), &format!("ext-{n:06}"));
+        Request { capture: true, ..Request::new(Method::POST, "/Users".into(), Some(body), &[201]) }
+    })
+    .await;
+    assert_eq!(posted.errors, 0, "{name}: POST failed: {:?}", posted.first_error);
+    converge(client, &replica, &namespace, &backend_url, "Enabled").await;
+    let to_ready = started.elapsed();
+
+    let mut ids = vec![String::new(); users];
+    for (n, body) in std::mem::take(&mut posted.captured) {
+        ids[n] = body["id"].as_str().unwrap_or_default().to_owned();
+    }
+    let ids = Arc::new(ids);
+    let started = Instant::now();
+    let patched = common::scim_load(&replica.scim_url, &token, settings.concurrency, Until::Count(users), move |n| {
+        // Entra's disable: a Replace of `active`.
+        let body = json!({"schemas": [PATCH_OP], "Operations": [{"op": "Replace", "path": "active", "value": false}]});
+        Request::new(Method::PATCH, format!("/Users/{}", ids[n]), Some(body), &[200, 204])
+    })
+    .await;
+    assert_eq!(patched.errors, 0, "{name}: PATCH failed: {:?}", patched.first_error);
+    converge(client, &replica, &namespace, &backend_url, "Disabled").await;
+    let to_disabled = started.elapsed();
+
+    EndToEnd {
+        backend: mailboxes.name(),
+        posted,
+        to_ready,
+        patched,
+        to_disabled,
+        operator_cpu: common::cpu_time(replica.child.id()).saturating_sub(operator_before),
+        control_plane_cpu: common::cpu_of(&pids).saturating_sub(plane_before),
+        peak_rss_mib: common::peak_rss_mib(replica.child.id()),
+    }
+}
+
+/// Waits until the replica reports no backlog and then checks, once, what converged means: every
+/// user reports `state` with `Ready=True` for its current generation, and the mailbox rows agree.
+/// Polling the replica's metric keeps the check itself from loading the API server.
+async fn converge(client: &kube::Client, replica: &process::Replica, namespace: &str, backend_url: &str, state: &str) {
+    let http = reqwest::Client::new();
+    let api: Api<CleanmailUser> = Api::namespaced(client.clone(), namespace);
+    cluster::eventually(&format!("every user {state}"), CONVERGE_TIMEOUT, || async {
+        if common::backlog(&http, &replica.metrics_url, "CleanmailUser").await? != 0 {
+            return None;
+        }
+        let users = api.list(&ListParams::default()).await.ok()?;
+        let converged = users.items.iter().all(|user| {
+            let Some(status) = &user.status else { return false };
+            let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            ready && status.state.as_deref() == Some(state) && status.observed_generation == user.metadata.generation
+        });
+        converged.then_some(())
+    })
+    .await;
+    let backend = SqlBackend::connect(backend_url).await.expect("open the mailbox database");
+    let accounts = backend.accounts_in(&[DOMAIN.to_owned()]).await.expect("list mailboxes");
+    let users = api.list(&ListParams::default()).await.expect("list users").items.len();
+    let expected_enabled = state == "Enabled";
+    assert_eq!(accounts.len(), users, "a mailbox row per user");
+    assert!(accounts.iter().all(|a| a.enabled == expected_enabled), "every mailbox {state}");
+}
+
+// === Scale ===
+
+/// How one replica started with a number of users present.
+struct Start {
+    users: usize,
+    replica: &'static str,
+    /// From starting the process until `/readyz` answers 200 (caches synced).
+    to_ready: Duration,
+    /// From starting the process until a filtered GET finds the most recently created user.
+    to_serving: Duration,
+    peak_rss_mib: f64,
+    /// For the leader: how many users it provisioned in the window after becoming ready.
+    provisioned: Option<usize>,
+}
+
+async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<(usize, Outcome)>) {
+    let (namespace, token) = cluster::tenant(client, "scale", &[DOMAIN], "Delete").await;
+    let (mut starts, mut fills) = (Vec::new(), Vec::new());
+    let mut present = 0;
+    for &users in &settings.scale {
+        let fill = raw_creates(client, &namespace, present, users - present.min(users), settings.concurrency).await;
+        assert_eq!(fill.errors, 0, "creating the users failed: {:?}", fill.first_error);
+        fills.push((users - present.min(users), fill));
+        present = present.max(users);
+        for leads in [false, true] {
+            starts.push(start(client, settings, &namespace, &token, present, leads).await);
+        }
+    }
+    (starts, fills)
+}
+
+async fn start(
+    client: &kube::Client,
+    settings: &Settings,
+    namespace: &str,
+    token: &str,
+    users: usize,
+    leads: bool,
+) -> Start {
+    let plane = cluster::control_plane();
+    let name = format!("scale-{users}-{}", if leads { "leader" } else { "edge" });
+    if !leads {
+        common::hold_lease(client, &name).await;
+    }
+    let env = [("CLEANMAIL_LEASE_NAME", name.clone()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.to_owned())];
+    let started = Instant::now();
+    let replica = process::start(&name, &plane.kubeconfig, &plane.dir.join(format!("{name}.db")), &env);
+    cluster::eventually(&format!("{name} ready"), Duration::from_secs(600), || replica.ready()).await;
+    let to_ready = started.elapsed();
+    let scim = support::scim::Scim::new(&replica.scim_url, token);
+    let last = user_name(users - 1).replace('@', "%40");
+    cluster::eventually(&format!("{name} answers"), Duration::from_secs(120), || async {
+        let reply = scim.get(&format!("/Users?filter=userName%20eq%20%22{last}%22")).await;
+        (reply.body["totalResults"] == 1).then_some(())
+    })
+    .await;
+    let to_serving = started.elapsed();
+    let provisioned = if leads {
+        let http = reqwest::Client::new();
+        let before = common::backlog(&http, &replica.metrics_url, "CleanmailUser").await.unwrap_or(users);
+        tokio::time::sleep(settings.window).await;
+        let after = common::backlog(&http, &replica.metrics_url, "CleanmailUser").await.unwrap_or(before);
+        Some(before.saturating_sub(after))
+    } else {
+        None
+    };
+    Start {
+        users,
+        replica: if leads { "leader (provisioning)" } else { "SCIM only" },
+        to_ready,
+        to_serving,
+        peak_rss_mib: common::peak_rss_mib(replica.child.id()),
+        provisioned,
+    }
+}
+
+// === Report ===
+
+struct Run {
+    ceiling: Outcome,
+    end_to_end: Vec<EndToEnd>,
+    starts: Vec<Start>,
+    fills: Vec<(usize, Outcome)>,
+}
+
+impl Run {
+    fn end_to_end_table(&self) -> String {
+        let raw = self.ceiling.per_second().max(f64::EPSILON);
+        let mut out = String::from(
+            "| backend | users | SCIM POST /s | all Ready after s | users Ready /s | / API server creates | \
+             operator CPU µs/user | API server + etcd CPU µs/user | SCIM disables /s | all disabled after s | \
+             disabled /s | peak RSS MiB |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for e in &self.end_to_end {
+            let users = e.posted.requests.max(1) as f64;
+            let ready_rate = users / e.to_ready.as_secs_f64().max(f64::EPSILON);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {ready_rate:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} |",
+                e.backend,
+                e.posted.requests,
+                e.posted.per_second(),
+                e.to_ready.as_secs_f64(),
+                ready_rate / raw,
+                e.operator_cpu.as_secs_f64() * 1e6 / users,
+                e.control_plane_cpu.as_secs_f64() * 1e6 / users,
+                e.patched.per_second(),
+                e.to_disabled.as_secs_f64(),
+                users / e.to_disabled.as_secs_f64().max(f64::EPSILON),
+                e.peak_rss_mib,
+            );
+        }
+        out
+    }
+
+    fn ceiling_line(&self) -> String {
+        let c = &self.ceiling;
+        format!(
+            "API server alone: {} `CleanmailUser` creates at concurrency 16 in {:.1} s: **{:.0} creates/s** \
+             (p50 {:.1} ms, p99 {:.1} ms; API server + etcd CPU {:.0} µs/create).",
+            c.requests,
+            c.elapsed.as_secs_f64(),
+            c.per_second(),
+            c.percentile(0.5).as_secs_f64() * 1e3,
+            c.percentile(0.99).as_secs_f64() * 1e3,
+            c.helper_cpu.as_secs_f64() * 1e6 / c.requests.max(1) as f64,
+        )
+    }
+
+    fn scale_table(&self) -> String {
+        let mut out = String::from(
+            "| users present | replica | ready after s | SCIM answers after s | peak RSS MiB | provisioned in the window |\n\
+             | ---: | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for s in &self.starts {
+            let provisioned = s.provisioned.map_or("—".to_owned(), |p| p.to_string());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {provisioned} |",
+                s.users,
+                s.replica,
+                s.to_ready.as_secs_f64(),
+                s.to_serving.as_secs_f64(),
+                s.peak_rss_mib
+            );
+        }
+        for (created, fill) in &self.fills {
+            let _ = writeln!(out, "\nFilling: {created} creates at {:.0}/s.", fill.per_second());
+        }
+        out
+    }
+
+    fn goals(&self) -> String {
+        let raw = self.ceiling.per_second().max(f64::EPSILON);
+        let mut lines = Vec::new();
+        if let Some(e) = self.end_to_end.iter().find(|e| e.backend == "SQLite") {
+            let ratio = e.posted.requests as f64 / e.to_ready.as_secs_f64().max(f64::EPSILON) / raw;
+            lines.push(format!(
+                "- {} users to Ready ≥ 50% of the API server's create throughput (SQLite): {:.0}% — {}",
+                e.posted.requests,
+                ratio * 100.0,
+                verdict(ratio >= 0.5)
+            ));
+        }
+        if let Some(largest) = self.starts.iter().map(|s| s.users).max() {
+            let at_largest = self.starts.iter().filter(|s| s.users == largest);
+            let rss = at_largest.clone().map(|s| s.peak_rss_mib).fold(0.0, f64::max);
+            let ready = at_largest.map(|s| s.to_serving).max().unwrap_or_default();
+            lines.push(format!(
+                "- Peak RSS ≤ 300 MiB with {largest} users: {rss:.1} MiB — {}",
+                verdict(rss <= 300.0)
+            ));
+            lines.push(format!(
+                "- Ready (caches synced, SCIM answering) ≤ 30 s with {largest} users: {:.1} s — {}",
+                ready.as_secs_f64(),
+                verdict(ready <= Duration::from_secs(30))
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+fn write_report(settings: &Settings, run: &Run) {
+    let text = format!(
+        "## Provisioning end to end and scale\n\nWritten by `cargo bench --bench provisioning`.\n\n\
+         - Machine: {}, shared with the load generator, the API server and etcd (and PostgreSQL).\n\
+         - Load: {} users POSTed as Entra posts them at concurrency {}, until every one is `Ready=True` with an \
+         enabled mailbox row; then all disabled with Entra's PATCH (`Replace active false`) until every mailbox row \
+         is disabled. One leader replica per backend, watching only its tenant's namespace.\n\
+         - Scale: users created straight through the API server, then a replica started: SCIM only (its Lease held \
+         elsewhere), then the leader, which is watched provisioning the users for {:?}.\n\n\
+         ### End to end\n\n{}\n\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
+        common::machine(),
+        settings.users,
+        settings.concurrency,
+        settings.window,
+        run.ceiling_line(),
+        run.end_to_end_table(),
+        run.scale_table(),
+        run.goals(),
+    );
+    common::write_section("provisioning", &text);
+}
+
+async fn run(settings: &Settings) -> Run {
+    let client = cluster::client().await;
+    let ceiling = ceiling(&client, settings).await;
+    let sqlite = end_to_end(&client, settings, Mailboxes::Sqlite).await;
+    let postgres = end_to_end(&client, settings, Mailboxes::Postgres(Postgres::start())).await;
+    let (starts, fills) = scale(&client, settings).await;
+    Run { ceiling, end_to_end: vec![sqlite, postgres], starts, fills }
+}
+
+fn main() {
+    let settings = settings();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let run = runtime.block_on(run(&settings));
+    println!("{}\n{}\n{}\n{}", run.ceiling_line(), run.end_to_end_table(), run.scale_table(), run.goals());
+    if settings.measuring {
+        write_report(&settings, &run);
+    }
+}
