@@ -28,9 +28,11 @@ demo: deps
 crds:
     cargo run --quiet --locked -- crd > crds/cleanmail.ch.yaml
 
-# Measure against baselines taken in the same run (needs what `just test` needs).
+# Measure against baselines taken in the same run (needs what `just test` needs); writes
+# docs/benchmarks.md. The release build is cached outside the checkout, as in CI.
 bench: deps
-    cargo bench --locked --bench groups --bench endpoint --bench provisioning
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${CLEANMAIL_CACHE:-$HOME/.cache/cleanmail-operator}/target}" \
+        cargo bench --locked --bench groups --bench endpoint --bench provisioning
 
 # Format and lint.
 lint:

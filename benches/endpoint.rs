@@ -53,7 +53,7 @@ fn settings() -> Settings {
     Settings {
         measuring,
         users: common::env_or("BENCH_USERS", if measuring { 2_000 } else { 20 }),
-        duration: Duration::from_secs_f64(common::env_or("BENCH_SECONDS", if measuring { 10.0 } else { 0.5 })),
+        duration: Duration::from_secs_f64(common::env_or("BENCH_SECONDS", if measuring { 5.0 } else { 0.5 })),
         read_concurrency: 32,
         write_concurrency: 16,
     }
@@ -240,7 +240,7 @@ async fn operator(client: &kube::Client, controllers: bool) -> Target {
         common::hold_lease(client, name).await;
     }
     let lease = ("CLEANMAIL_LEASE_NAME", name.to_owned());
-    let replica = process::start(name, &plane.kubeconfig, &database, &[lease]);
+    let replica = common::start_replica(name, &database, &[lease]);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     let base = replica.scim_url.clone();
     let pid = replica.child.id();

@@ -30,7 +30,7 @@ use cleanmail_operator::{
 use common::{Outcome, Request, Sample, Until, verdict};
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use reqwest::Method;
 use serde_json::json;
@@ -50,17 +50,30 @@ struct Settings {
     /// How long the leader is watched provisioning at each scale step.
     window: Duration,
     concurrency: usize,
+    /// Which parts run (`BENCH_ONLY=scale`, for instance, while working on memory).
+    only: Option<String>,
+}
+
+impl Settings {
+    fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only.split(',').any(|p| p.trim() == part))
+    }
 }
 
 fn settings() -> Settings {
     let measuring = common::measuring();
-    let scale = std::env::var("BENCH_SCALE_USERS").unwrap_or_else(|_| (if measuring { "10000,100000" } else { "40" }).into());
+    let scale =
+        std::env::var("BENCH_SCALE_USERS").unwrap_or_else(|_| (if measuring { "10000,100000" } else { "40" }).into());
     Settings {
         measuring,
         users: common::env_or("BENCH_PROVISION_USERS", if measuring { 10_000 } else { 30 }),
         scale: scale.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
-        window: Duration::from_secs_f64(common::env_or("BENCH_SCALE_WINDOW_SECONDS", if measuring { 20.0 } else { 1.0 })),
+        window: Duration::from_secs_f64(common::env_or(
+            "BENCH_SCALE_WINDOW_SECONDS",
+            if measuring { 10.0 } else { 1.0 },
+        )),
         concurrency: 16,
+        only: std::env::var("BENCH_ONLY").ok(),
     }
 }
 
@@ -75,7 +88,13 @@ fn object_name(n: usize) -> String {
 // === The API server alone ===
 
 /// `count` creates straight to the API server in `namespace`, numbered from `first`.
-async fn raw_creates(client: &kube::Client, namespace: &str, first: usize, count: usize, concurrency: usize) -> Outcome {
+async fn raw_creates(
+    client: &kube::Client,
+    namespace: &str,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+) -> Outcome {
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), namespace);
     common::run_workers(concurrency, Until::Count(count), move |n| {
         let api = api.clone();
@@ -96,17 +115,76 @@ async fn raw_creates(client: &kube::Client, namespace: &str, first: usize, count
     .await
 }
 
-/// The ceiling: creates with no operator running, removed again so no controller sees them later.
-async fn ceiling(client: &kube::Client, settings: &Settings) -> Outcome {
+/// A status as the controller writes it for a provisioned user, `n` making each one different.
+fn ready_status(n: usize) -> serde_json::Value {
+    json!({
+        "observedGeneration": 1, "state": "Enabled",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "MailboxReady", "observedGeneration": 1,
+            "message": format!("mailbox {} is enabled", user_name(n)),
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()}],
+        "mailbox": {"accountId": format!("{n:036}"), "address": user_name(n), "enabled": true},
+        "effective": {"active": true, "deletionPolicy": "Delete"},
+    })
+}
+
+/// What the API server alone does per user, with no operator running: creates, then the status
+/// write every provisioned user needs, as a server-side apply (as the controller writes it) and
+/// as a merge patch. The users are removed again so no controller sees them later.
+async fn ceiling(client: &kube::Client, settings: &Settings) -> Ceiling {
     let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
     let pids = common::control_plane_pids();
+    let measured = |outcome: Outcome, before: Duration| {
+        let mut outcome = outcome;
+        outcome.helper_cpu = common::cpu_of(&pids).saturating_sub(before);
+        assert_eq!(outcome.errors, 0, "raw writes failed: {:?}", outcome.first_error);
+        outcome
+    };
     let before = common::cpu_of(&pids);
-    let mut outcome = raw_creates(client, &namespace, 0, settings.users, settings.concurrency).await;
-    outcome.helper_cpu = common::cpu_of(&pids).saturating_sub(before);
-    assert_eq!(outcome.errors, 0, "raw creates failed: {:?}", outcome.first_error);
+    let create = measured(raw_creates(client, &namespace, 0, settings.users, settings.concurrency).await, before);
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
+    let mut status = Vec::new();
+    for apply in [true, false] {
+        let api = api.clone();
+        let before = common::cpu_of(&pids);
+        let outcome = common::run_workers(settings.concurrency, Until::Count(settings.users), move |n| {
+            let api = api.clone();
+            async move {
+                let (params, body) = if apply {
+                    let body = json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailUser", "status": ready_status(n)});
+                    (PatchParams::apply("bench").force(), Patch::Apply(body))
+                } else {
+                    let params = PatchParams { field_manager: Some("bench".into()), ..Default::default() };
+                    (params, Patch::Merge(json!({"status": ready_status(n + 1)})))
+                };
+                let result = api.patch_status(&object_name(n), &params, &body).await.map(|_| None);
+                Sample { n, result: result.map_err(|e| e.to_string()) }
+            }
+        })
+        .await;
+        status.push(measured(outcome, before));
+    }
     api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect("delete the raw users");
-    outcome
+    let merge_status = status.pop().unwrap_or_default();
+    let apply_status = status.pop().unwrap_or_default();
+    Ceiling { create, apply_status, merge_status }
+}
+
+/// The API server's own rates for the writes provisioning makes.
+#[derive(Default)]
+struct Ceiling {
+    create: Outcome,
+    apply_status: Outcome,
+    merge_status: Outcome,
+}
+
+impl Ceiling {
+    /// Users per second the API server could take if each needed one create and one status
+    /// apply and nothing else ran: the most any controller writing a status can reach.
+    fn create_and_status(&self) -> f64 {
+        let cost =
+            1.0 / self.create.per_second().max(f64::EPSILON) + 1.0 / self.apply_status.per_second().max(f64::EPSILON);
+        1.0 / cost
+    }
 }
 
 // === End to end ===
@@ -135,14 +213,21 @@ struct EndToEnd {
     patched: Outcome,
     /// From the first disabling PATCH until every mailbox is disabled.
     to_disabled: Duration,
-    /// CPU of the operator, and of the API server and etcd, from the first POST to the end.
-    operator_cpu: Duration,
-    control_plane_cpu: Duration,
+    /// CPU of the operator, and of the API server and etcd, while provisioning and while disabling.
+    operator_cpu: [Duration; 2],
+    control_plane_cpu: [Duration; 2],
     peak_rss_mib: f64,
+    /// API server requests per user while provisioning, and while disabling, by verb and resource.
+    provision_requests: Vec<(String, f64)>,
+    disable_requests: Vec<(String, f64)>,
 }
 
 /// A leader replica watching only its own tenant's namespace, so the phases do not see each other.
-async fn leader(client: &kube::Client, name: &str, mailboxes: &Mailboxes) -> (process::Replica, String, String, String) {
+async fn leader(
+    client: &kube::Client,
+    name: &str,
+    mailboxes: &Mailboxes,
+) -> (process::Replica, String, String, String) {
     let plane = cluster::control_plane();
     let database = plane.dir.join(format!("{name}.db"));
     let backend_url = match mailboxes {
@@ -152,7 +237,7 @@ async fn leader(client: &kube::Client, name: &str, mailboxes: &Mailboxes) -> (pr
     let tenant_backend = matches!(mailboxes, Mailboxes::Postgres(_)).then_some(backend_url.as_str());
     let (namespace, token) = cluster::tenant_with_backend(client, name, &[DOMAIN], "Delete", tenant_backend).await;
     let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone())];
-    let replica = process::start(name, &plane.kubeconfig, &database, &env);
+    let replica = common::start_replica(name, &database, &env);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     support::scim::Scim::new(&replica.scim_url, &token).wait_until_usable().await;
     (replica, namespace, token, backend_url)
@@ -162,9 +247,12 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     let name = format!("e2e-{}", mailboxes.name().to_lowercase());
     let (replica, namespace, token, backend_url) = leader(client, &name, &mailboxes).await;
     let pids = common::control_plane_pids();
-    let (operator_before, plane_before) = (common::cpu_time(replica.child.id()), common::cpu_of(&pids));
+    let operator = replica.child.id();
+    let cpu = || (common::cpu_time(operator), common::cpu_of(&pids));
     let users = settings.users;
 
+    let requests_before = common::api_requests();
+    let cpu_before = cpu();
     let started = Instant::now();
     let mut posted = common::scim_load(&replica.scim_url, &token, settings.concurrency, Until::Count(users), |n| {
         let body = entra_user(&user_name(n), &format!("ext-{n:06}"));
@@ -174,6 +262,8 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     assert_eq!(posted.errors, 0, "{name}: POST failed: {:?}", posted.first_error);
     converge(client, &replica, &namespace, &backend_url, "Enabled").await;
     let to_ready = started.elapsed();
+    let requests_ready = common::api_requests();
+    let cpu_ready = cpu();
 
     let mut ids = vec![String::new(); users];
     for (n, body) in std::mem::take(&mut posted.captured) {
@@ -190,6 +280,8 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     assert_eq!(patched.errors, 0, "{name}: PATCH failed: {:?}", patched.first_error);
     converge(client, &replica, &namespace, &backend_url, "Disabled").await;
     let to_disabled = started.elapsed();
+    let requests_disabled = common::api_requests();
+    let cpu_disabled = cpu();
 
     EndToEnd {
         backend: mailboxes.name(),
@@ -197,9 +289,11 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
         to_ready,
         patched,
         to_disabled,
-        operator_cpu: common::cpu_time(replica.child.id()).saturating_sub(operator_before),
-        control_plane_cpu: common::cpu_of(&pids).saturating_sub(plane_before),
-        peak_rss_mib: common::peak_rss_mib(replica.child.id()),
+        operator_cpu: [cpu_ready.0 - cpu_before.0, cpu_disabled.0 - cpu_ready.0],
+        control_plane_cpu: [cpu_ready.1 - cpu_before.1, cpu_disabled.1 - cpu_ready.1],
+        peak_rss_mib: common::peak_rss_mib(operator),
+        provision_requests: common::requests_per(&requests_before, &requests_ready, users),
+        disable_requests: common::requests_per(&requests_ready, &requests_disabled, users),
     }
 }
 
@@ -276,7 +370,7 @@ async fn start(
     }
     let env = [("CLEANMAIL_LEASE_NAME", name.clone()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.to_owned())];
     let started = Instant::now();
-    let replica = process::start(&name, &plane.kubeconfig, &plane.dir.join(format!("{name}.db")), &env);
+    let replica = common::start_replica(&name, &plane.dir.join(format!("{name}.db")), &env);
     cluster::eventually(&format!("{name} ready"), Duration::from_secs(600), || replica.ready()).await;
     let to_ready = started.elapsed();
     let scim = support::scim::Scim::new(&replica.scim_url, token);
@@ -309,7 +403,7 @@ async fn start(
 // === Report ===
 
 struct Run {
-    ceiling: Outcome,
+    ceiling: Ceiling,
     end_to_end: Vec<EndToEnd>,
     starts: Vec<Start>,
     fills: Vec<(usize, Outcome)>,
@@ -317,47 +411,79 @@ struct Run {
 
 impl Run {
     fn end_to_end_table(&self) -> String {
-        let raw = self.ceiling.per_second().max(f64::EPSILON);
+        let raw = self.ceiling.create.per_second().max(f64::EPSILON);
         let mut out = String::from(
             "| backend | users | SCIM POST /s | all Ready after s | users Ready /s | / API server creates | \
-             operator CPU µs/user | API server + etcd CPU µs/user | SCIM disables /s | all disabled after s | \
-             disabled /s | peak RSS MiB |\n\
+             SCIM disables /s | all disabled after s | disabled /s | operator CPU µs/user | API server + etcd CPU \
+             µs/user | peak RSS MiB |\n\
              | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for e in &self.end_to_end {
             let users = e.posted.requests.max(1) as f64;
+            // Provisioning, then disabling.
+            let per_user = |cpu: &[Duration; 2]| {
+                format!("{:.0} / {:.0}", cpu[0].as_secs_f64() * 1e6 / users, cpu[1].as_secs_f64() * 1e6 / users)
+            };
             let ready_rate = users / e.to_ready.as_secs_f64().max(f64::EPSILON);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.1} | {ready_rate:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} |",
+                "| {} | {} | {:.0} | {:.1} | {ready_rate:.0} | {:.2} | {:.0} | {:.1} | {:.0} | {} | {} | {:.1} |",
                 e.backend,
                 e.posted.requests,
                 e.posted.per_second(),
                 e.to_ready.as_secs_f64(),
                 ready_rate / raw,
-                e.operator_cpu.as_secs_f64() * 1e6 / users,
-                e.control_plane_cpu.as_secs_f64() * 1e6 / users,
                 e.patched.per_second(),
                 e.to_disabled.as_secs_f64(),
                 users / e.to_disabled.as_secs_f64().max(f64::EPSILON),
+                per_user(&e.operator_cpu),
+                per_user(&e.control_plane_cpu),
                 e.peak_rss_mib,
+            );
+        }
+        for e in &self.end_to_end {
+            let list = |requests: &[(String, f64)]| {
+                requests.iter().map(|(what, per)| format!("{what} {per:.2}")).collect::<Vec<_>>().join(", ")
+            };
+            let _ = write!(
+                out,
+                "\nAPI server requests per user on {}: provisioning: {}; disabling: {}.\n",
+                e.backend,
+                list(&e.provision_requests),
+                list(&e.disable_requests)
             );
         }
         out
     }
 
-    fn ceiling_line(&self) -> String {
-        let c = &self.ceiling;
-        format!(
-            "API server alone: {} `CleanmailUser` creates at concurrency 16 in {:.1} s: **{:.0} creates/s** \
-             (p50 {:.1} ms, p99 {:.1} ms; API server + etcd CPU {:.0} µs/create).",
-            c.requests,
-            c.elapsed.as_secs_f64(),
-            c.per_second(),
-            c.percentile(0.5).as_secs_f64() * 1e3,
-            c.percentile(0.99).as_secs_f64() * 1e3,
-            c.helper_cpu.as_secs_f64() * 1e6 / c.requests.max(1) as f64,
-        )
+    fn ceiling_table(&self) -> String {
+        let mut out = String::from(
+            "| API server alone, concurrency 16 | requests | requests/s | p50 ms | p99 ms | API server + etcd CPU µs/request |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for (what, o) in [
+            ("create `CleanmailUser`", &self.ceiling.create),
+            ("status, server-side apply", &self.ceiling.apply_status),
+            ("status, merge patch", &self.ceiling.merge_status),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                o.requests,
+                o.per_second(),
+                o.percentile(0.5).as_secs_f64() * 1e3,
+                o.percentile(0.99).as_secs_f64() * 1e3,
+                o.helper_cpu.as_secs_f64() * 1e6 / o.requests.max(1) as f64,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nOne create and one status apply per user, and nothing else on the machine, would allow at most \
+             {:.0} users/s, {:.0}% of the create rate.",
+            self.ceiling.create_and_status(),
+            self.ceiling.create_and_status() / self.ceiling.create.per_second().max(f64::EPSILON) * 100.0
+        );
+        out
     }
 
     fn scale_table(&self) -> String {
@@ -384,7 +510,7 @@ impl Run {
     }
 
     fn goals(&self) -> String {
-        let raw = self.ceiling.per_second().max(f64::EPSILON);
+        let raw = self.ceiling.create.per_second().max(f64::EPSILON);
         let mut lines = Vec::new();
         if let Some(e) = self.end_to_end.iter().find(|e| e.backend == "SQLite") {
             let ratio = e.posted.requests as f64 / e.to_ready.as_secs_f64().max(f64::EPSILON) / raw;
@@ -399,10 +525,7 @@ impl Run {
             let at_largest = self.starts.iter().filter(|s| s.users == largest);
             let rss = at_largest.clone().map(|s| s.peak_rss_mib).fold(0.0, f64::max);
             let ready = at_largest.map(|s| s.to_serving).max().unwrap_or_default();
-            lines.push(format!(
-                "- Peak RSS ≤ 300 MiB with {largest} users: {rss:.1} MiB — {}",
-                verdict(rss <= 300.0)
-            ));
+            lines.push(format!("- Peak RSS ≤ 300 MiB with {largest} users: {rss:.1} MiB — {}", verdict(rss <= 300.0)));
             lines.push(format!(
                 "- Ready (caches synced, SCIM answering) ≤ 30 s with {largest} users: {:.1} s — {}",
                 ready.as_secs_f64(),
@@ -422,12 +545,12 @@ fn write_report(settings: &Settings, run: &Run) {
          is disabled. One leader replica per backend, watching only its tenant's namespace.\n\
          - Scale: users created straight through the API server, then a replica started: SCIM only (its Lease held \
          elsewhere), then the leader, which is watched provisioning the users for {:?}.\n\n\
-         ### End to end\n\n{}\n\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
+         ### End to end\n\n{}\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
         common::machine(),
         settings.users,
         settings.concurrency,
         settings.window,
-        run.ceiling_line(),
+        run.ceiling_table(),
         run.end_to_end_table(),
         run.scale_table(),
         run.goals(),
@@ -437,19 +560,24 @@ fn write_report(settings: &Settings, run: &Run) {
 
 async fn run(settings: &Settings) -> Run {
     let client = cluster::client().await;
-    let ceiling = ceiling(&client, settings).await;
-    let sqlite = end_to_end(&client, settings, Mailboxes::Sqlite).await;
-    let postgres = end_to_end(&client, settings, Mailboxes::Postgres(Postgres::start())).await;
-    let (starts, fills) = scale(&client, settings).await;
-    Run { ceiling, end_to_end: vec![sqlite, postgres], starts, fills }
+    let mut run = Run { ceiling: Ceiling::default(), end_to_end: Vec::new(), starts: Vec::new(), fills: Vec::new() };
+    if settings.runs("e2e") {
+        run.ceiling = ceiling(&client, settings).await;
+        run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Sqlite).await);
+        run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Postgres(Postgres::start())).await);
+    }
+    if settings.runs("scale") {
+        (run.starts, run.fills) = scale(&client, settings).await;
+    }
+    run
 }
 
 fn main() {
     let settings = settings();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let run = runtime.block_on(run(&settings));
-    println!("{}\n{}\n{}\n{}", run.ceiling_line(), run.end_to_end_table(), run.scale_table(), run.goals());
-    if settings.measuring {
+    println!("{}\n{}\n{}\n{}", run.ceiling_table(), run.end_to_end_table(), run.scale_table(), run.goals());
+    if settings.measuring && settings.only.is_none() {
         write_report(&settings, &run);
     }
 }

@@ -2,6 +2,7 @@
 //! can run with Roles in the tenant namespaces only. Every watch of the operator goes through here.
 
 use futures::{Stream, StreamExt, stream::select_all};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Api, Client, Resource,
     core::NamespaceResourceScope,
@@ -15,6 +16,17 @@ pub enum Scope {
     #[default]
     Cluster,
     Namespaces(Vec<String>),
+}
+
+/// `kubectl apply`'s copy of the whole object as last applied, which no part of the operator reads.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no cache of the operator reads yet would weigh most in it: `kubectl apply`'s copy of
+/// the object. `managedFields` are the callers' to trim, as the SCIM edge reads some of them.
+pub fn drop_last_applied(meta: &mut ObjectMeta) {
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 /// The part of the cluster one watch covers: a namespace, or (`None`) all of them. A relist
@@ -71,6 +83,22 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_applied_copy_is_dropped_and_other_annotations_kept() {
+        let mut meta = ObjectMeta {
+            annotations: Some(
+                [
+                    (LAST_APPLIED_ANNOTATION.to_owned(), "{}".to_owned()),
+                    ("cleanmail.ch/protected".into(), "true".into()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        drop_last_applied(&mut meta);
+        assert_eq!(meta.annotations.unwrap_or_default().into_keys().collect::<Vec<_>>(), ["cleanmail.ch/protected"]);
+    }
 
     #[test]
     fn an_empty_list_is_the_whole_cluster() {

@@ -14,10 +14,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// What is logged when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "info,kube=warn,sqlx=warn";
+
 /// Installs the global log subscriber; `RUST_LOG` filters, `json` selects structured output.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour codes only for a terminal; in files and log collectors they garble the fields.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -18,7 +19,7 @@ use kube::api::PostParams;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::support::cluster;
+use super::support::{cluster, process};
 
 /// Whether this is a measuring run (`cargo bench`) rather than the smoke run under `cargo test`.
 pub fn measuring() -> bool {
@@ -245,6 +246,14 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// The operator binary as deployed (logging at its default level, not the tests' debug level),
+/// with an SQLite default backend at `database` and the extra environment `env`.
+pub fn start_replica(name: &str, database: &Path, env: &[(&str, String)]) -> process::Replica {
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", cleanmail_operator::telemetry::DEFAULT_LOG_FILTER.to_owned()));
+    process::start(name, &cluster::control_plane().kubeconfig, database, &env)
+}
+
 /// A Lease `name` held by another identity for an hour, so the operator using it never leads.
 pub async fn hold_lease(client: &kube::Client, name: &str) {
     let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "default");
@@ -262,6 +271,39 @@ pub async fn backlog(http: &reqwest::Client, metrics_url: &str, kind: &str) -> O
     let text = http.get(metrics_url).send().await.ok()?.text().await.ok()?;
     let prefix = format!("cleanmail_reconcile_backlog{{kind=\"{kind}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?.trim().parse().ok()
+}
+
+/// The API server's request counts so far, by verb and resource (with subresource), from its
+/// `apiserver_request_total` metric.
+pub fn api_requests() -> BTreeMap<String, f64> {
+    let text = cluster::kubectl(&["get", "--raw", "/metrics"]);
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once("} ") else { continue };
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            labels[start..].split('"').next()
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        let key = match label("subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        *counts.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// The requests made between two [`api_requests`] snapshots, per `unit`, largest first, as
+/// "PATCH cleanmailusers/status 1.00".
+pub fn requests_per(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, unit: usize) -> Vec<(String, f64)> {
+    let mut per: Vec<(String, f64)> = after
+        .iter()
+        .map(|(key, count)| (key.clone(), (count - before.get(key).copied().unwrap_or(0.0)) / unit.max(1) as f64))
+        .filter(|(_, per)| *per >= 0.005)
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    per
 }
 
 // === Report ===

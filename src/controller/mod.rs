@@ -208,8 +208,8 @@ pub async fn run(
     futures::join!(users, groups, tenants);
 }
 
-/// A controller over `K` in `partition` whose cache holds objects without `managedFields`:
-/// reconciles never read them, and they are a large part of every object.
+/// A controller over `K` in `partition` whose cache holds objects without `managedFields` or
+/// `kubectl apply`'s copy: reconciles never read them, and they are a large part of every object.
 fn lean_controller<K>(client: &Client, partition: &Partition) -> Controller<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -222,8 +222,11 @@ where
 {
     let writer = reflector::store::Writer::<K>::default();
     let reader = writer.as_reader();
-    let events = watcher(Scope::api::<K>(client, partition), watcher::Config::default().any_semantic())
-        .modify(|object| object.meta_mut().managed_fields = None);
+    let events =
+        watcher(Scope::api::<K>(client, partition), watcher::Config::default().any_semantic()).modify(|object| {
+            object.meta_mut().managed_fields = None;
+            crate::scope::drop_last_applied(object.meta_mut());
+        });
     Controller::for_stream(reflector::reflector(writer, events).applied_objects(), reader)
 }
 

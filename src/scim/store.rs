@@ -7,7 +7,7 @@
 //! controller is still cleaning up the mailbox behind a finalizer.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -17,7 +17,7 @@ use kube::{ResourceExt, runtime::watcher};
 use tokio::sync::watch;
 
 use crate::{
-    crd::{CleanmailGroup, CleanmailUser},
+    crd::{CleanmailGroup, CleanmailGroupStatus, CleanmailUser, CleanmailUserStatus},
     scope::Partition,
 };
 
@@ -28,6 +28,8 @@ pub trait Indexed: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'sta
     fn external_id(&self) -> Option<&str>;
     /// The generation the controller last reported on (`status.observedGeneration`).
     fn observed_generation(&self) -> Option<i64>;
+    /// Drops the status but for `observedGeneration`, the one part of it the SCIM edge reads.
+    fn keep_observed_generation_only(&mut self);
 }
 
 impl Indexed for CleanmailUser {
@@ -39,6 +41,12 @@ impl Indexed for CleanmailUser {
     }
     fn observed_generation(&self) -> Option<i64> {
         self.status.as_ref()?.observed_generation
+    }
+    fn keep_observed_generation_only(&mut self) {
+        self.status = self.status.take().map(|status| CleanmailUserStatus {
+            observed_generation: status.observed_generation,
+            ..Default::default()
+        });
     }
 }
 
@@ -52,6 +60,12 @@ impl Indexed for CleanmailGroup {
     fn observed_generation(&self) -> Option<i64> {
         self.status.as_ref()?.observed_generation
     }
+    fn keep_observed_generation_only(&mut self) {
+        self.status = self.status.take().map(|status| CleanmailGroupStatus {
+            observed_generation: status.observed_generation,
+            ..Default::default()
+        });
+    }
 }
 
 pub type UserStore = ResourceStore<CleanmailUser>;
@@ -60,10 +74,30 @@ pub type GroupStore = ResourceStore<CleanmailGroup>;
 /// How long a deletion is remembered so a late watch event cannot bring the object back.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
 
+/// An object's name, shared by the name map and the indexes.
+type Name = Arc<str>;
+
+/// The names an index key leads to: nearly always one, so a sorted vector rather than a set,
+/// which would cost a whole tree node per key.
+#[derive(Default)]
+struct Names(Vec<Name>);
+
+impl Names {
+    fn insert(&mut self, name: Name) {
+        if let Err(at) = self.0.binary_search(&name) {
+            self.0.insert(at, name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|n| n.as_ref() != name);
+    }
+}
+
 struct Namespace<K> {
-    by_name: BTreeMap<String, Arc<K>>,
-    by_unique_key: HashMap<String, BTreeSet<String>>,
-    by_external_id: HashMap<String, BTreeSet<String>>,
+    by_name: BTreeMap<Name, Arc<K>>,
+    by_unique_key: HashMap<String, Names>,
+    by_external_id: HashMap<String, Names>,
     tombstones: HashMap<String, (u64, Instant)>,
 }
 
@@ -80,7 +114,7 @@ impl<K> Default for Namespace<K> {
 
 impl<K: Indexed> Namespace<K> {
     fn insert(&mut self, object: Arc<K>) {
-        let name = object.name_any();
+        let name: Name = object.name_any().into();
         self.remove(&name);
         self.by_unique_key.entry(object.unique_key()).or_default().insert(name.clone());
         if let Some(external_id) = object.external_id() {
@@ -114,10 +148,10 @@ impl<K: Indexed> Namespace<K> {
     }
 }
 
-fn remove_from(index: &mut HashMap<String, BTreeSet<String>>, key: &str, name: &str) {
+fn remove_from(index: &mut HashMap<String, Names>, key: &str, name: &str) {
     if let Some(names) = index.get_mut(key) {
         names.remove(name);
-        if names.is_empty() {
+        if names.0.is_empty() {
             index.remove(key);
         }
     }
@@ -141,11 +175,14 @@ impl<K> Clone for ResourceStore<K> {
     }
 }
 
-/// `object` without what the SCIM edge never reads of its `managedFields`: the field sets of
-/// updates and status writes. Kept are every entry's manager, operation and time (for
-/// `meta.lastModified`) and the field sets of server-side applies to the object itself (for the
-/// fields SCIM must not change). Field sets are most of an object's size in memory.
+/// `object` without what the SCIM edge never reads, which is most of its size in memory: the
+/// status but for `observedGeneration`, `kubectl apply`'s copy of the whole object in an
+/// annotation, and of `managedFields` the field sets of updates and status writes. Kept are every
+/// entry's manager, operation and time (for `meta.lastModified`) and the field sets of server-side
+/// applies to the object itself (for the fields SCIM must not change).
 fn lean<K: Indexed>(mut object: K) -> K {
+    object.keep_observed_generation_only();
+    crate::scope::drop_last_applied(object.meta_mut());
     for entry in object.meta_mut().managed_fields.iter_mut().flatten() {
         let applied_to_object =
             entry.operation.as_deref() == Some("Apply") && entry.subresource.as_deref().unwrap_or_default().is_empty();
@@ -195,17 +232,9 @@ impl<K: Indexed> ResourceStore<K> {
         ns.bury(&name, resource_version(user));
     }
 
-    /// Replaces what is known of `partition` after a (re)list, keeping nothing of it from before.
-    fn reset(&self, partition: &Partition, objects: Vec<K>) {
-        let mut fresh: HashMap<String, Namespace<K>> = HashMap::new();
-        for object in objects {
-            if object.meta().deletion_timestamp.is_some() {
-                continue;
-            }
-            if let Some(namespace) = object.namespace() {
-                fresh.entry(namespace).or_default().insert(Arc::new(lean(object)));
-            }
-        }
+    /// Replaces what is known of `partition` after a (re)list with `fresh`, keeping nothing of it
+    /// from before.
+    fn reset(&self, partition: &Partition, mut fresh: HashMap<String, Namespace<K>>) {
         let mut namespaces = self.write();
         match partition {
             None => *namespaces = fresh,
@@ -229,10 +258,10 @@ impl<K: Indexed> ResourceStore<K> {
         self.lookup(namespace, |ns| ns.by_external_id.get(external_id))
     }
 
-    fn lookup(&self, namespace: &str, index: impl Fn(&Namespace<K>) -> Option<&BTreeSet<String>>) -> Vec<Arc<K>> {
+    fn lookup(&self, namespace: &str, index: impl Fn(&Namespace<K>) -> Option<&Names>) -> Vec<Arc<K>> {
         let namespaces = self.read();
         let Some(ns) = namespaces.get(namespace) else { return Vec::new() };
-        index(ns).map(|names| names.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect()).unwrap_or_default()
+        index(ns).map(|names| names.0.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect()).unwrap_or_default()
     }
 
     /// Every object of a namespace in id order, for scans and paging.
@@ -266,13 +295,21 @@ impl<K: Indexed> ResourceStore<K> {
     where
         S: Stream<Item = (Partition, Result<watcher::Event<K>, watcher::Error>)>,
     {
-        let mut relists: HashMap<Partition, Vec<K>> = HashMap::new();
+        // What each partition's (re)list has brought so far, indexed as it arrives: holding the
+        // listed objects whole until the list ends would double the replica's peak of memory.
+        let mut relists: HashMap<Partition, HashMap<String, Namespace<K>>> = HashMap::new();
         let mut listed = HashSet::new();
         let mut events = std::pin::pin!(events);
         while let Some((partition, event)) = events.next().await {
             match event {
-                Ok(watcher::Event::Init) => drop(relists.insert(partition, Vec::new())),
-                Ok(watcher::Event::InitApply(object)) => relists.entry(partition).or_default().push(object),
+                Ok(watcher::Event::Init) => drop(relists.insert(partition, HashMap::new())),
+                Ok(watcher::Event::InitApply(object)) => {
+                    let (Some(namespace), None) = (object.namespace(), &object.meta().deletion_timestamp) else {
+                        continue;
+                    };
+                    let fresh = relists.entry(partition).or_default();
+                    fresh.entry(namespace).or_default().insert(Arc::new(lean(object)));
+                }
                 Ok(watcher::Event::InitDone) => {
                     self.reset(&partition, relists.remove(&partition).unwrap_or_default());
                     listed.insert(partition);
