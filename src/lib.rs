@@ -3,9 +3,11 @@
 //!
 //! Data flows one way: [`scim`] (HTTP edge) writes resources, [`controller`] reconciles them,
 //! [`backend`] applies them to a mailbox store. The SCIM edge never calls a backend, and backends
-//! know nothing of Kubernetes.
+//! know nothing of Kubernetes. Both the edge and the controllers read one [`cache`] of the
+//! resources, fed by one watch per kind.
 
 pub mod backend;
+pub mod cache;
 pub mod controller;
 pub mod crd;
 pub mod run;

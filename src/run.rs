@@ -13,12 +13,13 @@ use tower_http::{
 };
 
 use crate::{
+    cache::{GroupStore, UserStore},
     controller::{
-        Settings,
+        Caches, Settings,
         leader::{self, LeaseSettings, Term},
     },
     crd::{CleanmailGroup, CleanmailUser},
-    scim::{self, GroupStore, ScimState, UserStore},
+    scim::{self, ScimState},
     scope::Scope,
     telemetry::{self, Metrics},
     tenant::TenantRegistry,
@@ -147,6 +148,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         },
         metrics: metrics.clone(),
         scope,
+        caches: Caches { users: users.clone(), groups: groups.clone() },
     };
     let lease = LeaseSettings {
         namespace: args.lease_namespace.clone(),

@@ -9,7 +9,7 @@ use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 
-use super::{Context, Settings};
+use super::{Caches, Context, Settings};
 use crate::{backend::BackendRegistry, scope::Scope, telemetry::Metrics, tenant::TenantRegistry};
 
 /// Where the Lease lives and how long it holds without renewal.
@@ -31,6 +31,7 @@ pub struct Term {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub scope: Scope,
+    pub caches: Caches,
 }
 
 /// How long to wait before trying to set up the Lease again after the API server refused.
@@ -65,7 +66,7 @@ pub async fn run(term: Term, lease: LeaseSettings, shutdown: impl Future<Output 
                 term.settings.resync,
             ));
             let stopping = stopping.clone();
-            super::run(ctx, partition, term.settings.clone(), async move {
+            super::run(ctx, partition, term.settings.clone(), term.caches.clone(), async move {
                 stopping.await;
             })
         });

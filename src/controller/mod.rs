@@ -31,7 +31,8 @@ use kube::{
 
 use crate::{
     backend::{BackendError, BackendRegistry},
-    crd::{CleanmailGroup, CleanmailTenant, CleanmailUser},
+    cache::{GroupStore, UserStore},
+    crd::{CleanmailTenant, CleanmailUser},
     scope::{Partition, Scope},
     telemetry::Metrics,
     tenant::TenantRegistry,
@@ -177,25 +178,37 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
 const GROUP_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the controllers until `shutdown` resolves.
+/// The caches the user and group controllers read, shared with the SCIM edge.
+#[derive(Clone)]
+pub struct Caches {
+    pub users: UserStore,
+    pub groups: GroupStore,
+}
+
 pub async fn run(
     ctx: Arc<Context>,
     partition: Partition,
     settings: Settings,
+    caches: Caches,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    // A reconcile must not act on a half-listed cache (a group would lose the members not yet seen).
+    let synced = async { futures::join!(caches.users.wait_until_ready(), caches.groups.wait_until_ready()) };
+    if let futures::future::Either::Right(_) = futures::future::select(std::pin::pin!(synced), shutdown.clone()).await {
+        return;
+    }
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let users = lean_controller::<CleanmailUser>(&ctx.client, &partition)
+    // Groups resolve their members through the same cache.
+    let _ = ctx.users.set(caches.users.reader());
+    let users = Controller::for_shared_stream(caches.users.changes(&partition), caches.users.reader())
         .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone());
-    // Groups resolve their members through the user controller's cache.
-    let _ = ctx.users.set(users.store());
-    let users = users
+        .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| observed("CleanmailUser", user::reconcile(o, c.clone()), c), error_policy, ctx.clone())
         .for_each(log_outcome);
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
-    let groups = lean_controller::<CleanmailGroup>(&ctx.client, &partition)
+    let groups = Controller::for_shared_stream(caches.groups.changes(&partition), caches.groups.reader())
         .with_config(config.clone().debounce(GROUP_DEBOUNCE))
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, error_policy, ctx.clone())
@@ -208,8 +221,9 @@ pub async fn run(
     futures::join!(users, groups, tenants);
 }
 
-/// A controller over `K` in `partition` whose cache holds objects without `managedFields` or
-/// `kubectl apply`'s copy: reconciles never read them, and they are a large part of every object.
+/// A controller over `K` in `partition` with a cache of its own, for kinds the SCIM edge does not
+/// serve; the cache holds objects without `managedFields` or `kubectl apply`'s copy, which
+/// reconciles never read.
 fn lean_controller<K>(client: &Client, partition: &Partition) -> Controller<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>

@@ -1,6 +1,6 @@
 //! The SCIM 2.0 protocol edge (RFC 7643/7644): HTTP routes, the filter and PATCH engines, the
-//! discovery documents, the error model and the read model. It writes `CleanmailUser` resources and
-//! never talks to a mailbox backend.
+//! discovery documents and the error model; it reads through the cache's indexes ([`crate::cache`]).
+//! It writes `CleanmailUser` resources and never talks to a mailbox backend.
 
 pub mod error;
 pub mod filter;
@@ -10,7 +10,6 @@ pub mod projection;
 pub mod resource;
 pub mod routes;
 pub mod schemas;
-pub mod store;
 pub mod user;
 
 use axum::{
@@ -20,7 +19,6 @@ use axum::{
 
 pub use error::{ScimError, ScimType};
 pub use routes::{ScimState, router};
-pub use store::{GroupStore, UserStore};
 
 /// The media type of every SCIM response (RFC 7644 §8.1).
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";

@@ -7,7 +7,8 @@ use kube::{Resource, ResourceExt, core::NamespaceResourceScope};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
-use super::{error::ScimError, schemas::ResourceType, store::Indexed};
+use super::{error::ScimError, schemas::ResourceType};
+use crate::cache::Indexed;
 use crate::tenant::Tenant;
 
 /// The field manager of every write the SCIM edge makes.

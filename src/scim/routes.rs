@@ -28,9 +28,9 @@ use super::{
         version,
     },
     schemas::{self, MAX_PAGE_SIZE},
-    store::{GroupStore, ResourceStore, UserStore},
 };
 use crate::{
+    cache::{GroupStore, ResourceStore, UserStore},
     crd::{CleanmailGroup, CleanmailUser, PROTECTED_ANNOTATION, PROVISIONED_BY_LABEL, PROVISIONED_BY_SCIM},
     tenant::{Tenant, TenantRegistry},
 };

@@ -1,0 +1,599 @@
+//! The operator's cache of `CleanmailUser`s and `CleanmailGroup`s: one watch per kind, one copy of
+//! each object in memory, read by both sides of the operator.
+//!
+//! - **The SCIM read model**: objects indexed per tenant namespace by name (the SCIM id), by the
+//!   lower-cased unique attribute (`userName`, `displayName`) and by `externalId`. This replica's
+//!   own writes are recorded at once, so a read right after a write sees it. Objects being deleted
+//!   are not SCIM-visible: Entra must get 404 after DELETE even while the controller is still
+//!   cleaning up the mailbox behind a finalizer.
+//! - **The controllers**: a `kube` [`Store`] holding every object, those being deleted included,
+//!   and a stream of the objects that changed ([`ResourceStore::changes`]). The indexes hold the
+//!   very objects that store holds, so a user costs memory once, not once per reader.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt, channel::mpsc};
+use kube::{
+    ResourceExt,
+    runtime::{
+        reflector::{ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use tokio::sync::watch;
+
+use crate::{
+    crd::{CleanmailGroup, CleanmailUser},
+    scope::Partition,
+};
+
+/// A resource the cache can index.
+pub trait Indexed: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// The attribute unique per tenant, lower-cased (RFC 7643: `caseExact` false).
+    fn unique_key(&self) -> String;
+    fn external_id(&self) -> Option<&str>;
+    /// The generation the controller last reported on (`status.observedGeneration`).
+    fn observed_generation(&self) -> Option<i64>;
+}
+
+impl Indexed for CleanmailUser {
+    fn unique_key(&self) -> String {
+        self.spec.user_name.to_lowercase()
+    }
+    fn external_id(&self) -> Option<&str> {
+        self.spec.external_id.as_deref()
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
+}
+
+impl Indexed for CleanmailGroup {
+    fn unique_key(&self) -> String {
+        self.spec.display_name.to_lowercase()
+    }
+    fn external_id(&self) -> Option<&str> {
+        self.spec.external_id.as_deref()
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
+}
+
+pub type UserStore = ResourceStore<CleanmailUser>;
+pub type GroupStore = ResourceStore<CleanmailGroup>;
+
+/// How long a deletion is remembered so a late watch event cannot bring the object back.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
+
+/// An object's name, shared by the name map and the indexes.
+type Name = Arc<str>;
+
+/// The names an index key leads to: nearly always one, so a sorted vector rather than a set,
+/// which would cost a whole tree node per key.
+#[derive(Default)]
+struct Names(Vec<Name>);
+
+impl Names {
+    fn insert(&mut self, name: Name) {
+        if let Err(at) = self.0.binary_search(&name) {
+            self.0.insert(at, name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|n| n.as_ref() != name);
+    }
+}
+
+struct Namespace<K> {
+    by_name: BTreeMap<Name, Arc<K>>,
+    by_unique_key: HashMap<String, Names>,
+    by_external_id: HashMap<String, Names>,
+    tombstones: HashMap<String, (u64, Instant)>,
+}
+
+impl<K> Default for Namespace<K> {
+    fn default() -> Self {
+        Namespace {
+            by_name: BTreeMap::new(),
+            by_unique_key: HashMap::new(),
+            by_external_id: HashMap::new(),
+            tombstones: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Indexed> Namespace<K> {
+    fn insert(&mut self, object: Arc<K>) {
+        let name: Name = object.name_any().into();
+        self.remove(&name);
+        self.by_unique_key.entry(object.unique_key()).or_default().insert(name.clone());
+        if let Some(external_id) = object.external_id() {
+            self.by_external_id.entry(external_id.to_string()).or_default().insert(name.clone());
+        }
+        self.by_name.insert(name, object);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Arc<K>> {
+        let old = self.by_name.remove(name)?;
+        remove_from(&mut self.by_unique_key, &old.unique_key(), name);
+        if let Some(external_id) = old.external_id() {
+            remove_from(&mut self.by_external_id, external_id, name);
+        }
+        Some(old)
+    }
+
+    fn bury(&mut self, name: &str, version: Option<u64>) {
+        let now = Instant::now();
+        self.tombstones.retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_TTL);
+        if let Some(version) = version {
+            self.tombstones.insert(name.to_string(), (version, now));
+        }
+    }
+}
+
+fn remove_from(index: &mut HashMap<String, Names>, key: &str, name: &str) {
+    if let Some(names) = index.get_mut(key) {
+        names.remove(name);
+        if names.0.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// Resource versions are opaque to clients, but the API server hands them out from one increasing
+/// counter; comparing them is only used to drop events older than what this replica already saw.
+fn resource_version<K: kube::Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// What a partition's (re)list has brought so far, indexed as it arrives: holding the listed
+/// objects whole until the list ends would double the replica's peak of memory.
+struct Relist<K: Indexed> {
+    /// The SCIM indexes of the listed objects.
+    fresh: HashMap<String, Namespace<K>>,
+    listed: HashSet<ObjectRef<K>>,
+}
+
+impl<K: Indexed> Default for Relist<K> {
+    fn default() -> Self {
+        Relist { fresh: HashMap::new(), listed: HashSet::new() }
+    }
+}
+
+/// Shared, cheaply cloneable handle on the cache of one resource kind.
+pub struct ResourceStore<K: Indexed> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K: Indexed> {
+    /// The SCIM indexes, per namespace.
+    namespaces: RwLock<HashMap<String, Namespace<K>>>,
+    /// Every object, as the controllers read it. Locked first whenever both are changed, so that
+    /// a subscriber's snapshot and the changes after it neither overlap nor leave a gap.
+    writer: Mutex<Writer<K>>,
+    reader: Store<K>,
+    /// The controllers following changes, with the partition each covers.
+    subscribers: Mutex<Vec<(Partition, mpsc::UnboundedSender<Arc<K>>)>>,
+    ready: watch::Sender<bool>,
+}
+
+impl<K: Indexed> Clone for ResourceStore<K> {
+    fn clone(&self) -> Self {
+        ResourceStore { inner: self.inner.clone() }
+    }
+}
+
+/// `object` without what no reader of the cache uses, which is most of its size in memory:
+/// `kubectl apply`'s copy of the whole object in an annotation, and of `managedFields` the field
+/// sets of updates and status writes. Kept are every entry's manager, operation and time (for
+/// `meta.lastModified`) and the field sets of server-side applies to the object itself (for the
+/// fields SCIM must not change).
+fn lean<K: Indexed>(mut object: K) -> K {
+    crate::scope::drop_last_applied(object.meta_mut());
+    for entry in object.meta_mut().managed_fields.iter_mut().flatten() {
+        let applied_to_object =
+            entry.operation.as_deref() == Some("Apply") && entry.subresource.as_deref().unwrap_or_default().is_empty();
+        if !applied_to_object {
+            entry.fields_v1 = None;
+        }
+    }
+    object
+}
+
+impl<K: Indexed> Default for ResourceStore<K> {
+    fn default() -> Self {
+        let mut writer = Writer::default();
+        // The controllers' store reports itself ready once it has seen a list end; this cache
+        // lists per partition itself and is fed object by object, so it says so from the start.
+        // The controllers wait for the cache's own readiness instead.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let reader = writer.as_reader();
+        ResourceStore {
+            inner: Arc::new(Inner {
+                namespaces: RwLock::default(),
+                writer: Mutex::new(writer),
+                reader,
+                subscribers: Mutex::default(),
+                ready: watch::channel(false).0,
+            }),
+        }
+    }
+}
+
+impl<K: Indexed> ResourceStore<K> {
+    /// Records an object this replica wrote or observed; an older version than the one held is ignored.
+    pub fn apply(&self, object: K) {
+        let mut writer = self.writer();
+        if let Some(stored) = self.store(&mut writer, lean(object)) {
+            self.index(&stored, None);
+            self.notify(&stored);
+        }
+    }
+
+    /// Records that an object is gone.
+    pub fn delete(&self, object: &K) {
+        let Some(namespace) = object.namespace() else { return };
+        let mut writer = self.writer();
+        let mut namespaces = self.write();
+        let ns = namespaces.entry(namespace).or_default();
+        if self.is_stale(ns, object) {
+            return;
+        }
+        writer.apply_watcher_event(&watcher::Event::Delete(object.clone()));
+        ns.remove(&object.name_any());
+        ns.bury(&object.name_any(), resource_version(object));
+    }
+
+    /// Puts `object` into the controllers' store unless what it holds is newer; the object now held.
+    fn store(&self, writer: &mut Writer<K>, object: K) -> Option<Arc<K>> {
+        let namespace = object.namespace()?;
+        let key = ObjectRef::from_obj(&object);
+        let held = self.inner.reader.get(&key);
+        let unchanged = held.as_ref().is_some_and(|h| h.meta().resource_version == object.meta().resource_version);
+        let stale = self.read().get(&namespace).is_some_and(|ns| self.is_stale(ns, &object));
+        if unchanged || stale {
+            return held;
+        }
+        writer.apply_watcher_event(&watcher::Event::Apply(object));
+        self.inner.reader.get(&key)
+    }
+
+    /// Whether a newer version of `object` is held, or it was deleted at a newer version.
+    fn is_stale(&self, ns: &Namespace<K>, object: &K) -> bool {
+        let Some(version) = resource_version(object) else { return false };
+        let known =
+            self.inner.reader.get(&ObjectRef::from_obj(object)).and_then(|held| resource_version(held.as_ref()));
+        let buried = ns.tombstones.get(&object.name_any()).map(|(v, _)| *v);
+        known.into_iter().chain(buried).any(|newest| version < newest)
+    }
+
+    /// Indexes `object` for SCIM, in `fresh` during a relist; an object being deleted leaves the
+    /// indexes and is remembered, so that late events cannot bring it back.
+    fn index(&self, object: &Arc<K>, fresh: Option<&mut HashMap<String, Namespace<K>>>) {
+        let Some(namespace) = object.namespace() else { return };
+        let name = object.name_any();
+        let mut namespaces;
+        let target = match fresh {
+            Some(fresh) => fresh,
+            None => {
+                namespaces = self.write();
+                &mut *namespaces
+            }
+        };
+        let ns = target.entry(namespace).or_default();
+        if object.meta().deletion_timestamp.is_some() {
+            ns.remove(&name);
+            ns.bury(&name, resource_version(object.as_ref()));
+        } else {
+            ns.tombstones.remove(&name);
+            ns.insert(object.clone());
+        }
+    }
+
+    /// Tells the controllers following `object`'s partition that it changed.
+    fn notify(&self, object: &Arc<K>) {
+        let mut subscribers = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subscribers.retain(|(partition, sender)| {
+            let covered = partition.is_none() || partition.as_deref() == object.meta().namespace.as_deref();
+            !covered || sender.unbounded_send(object.clone()).is_ok()
+        });
+    }
+
+    /// Every object of `partition` now, then every object of it that changes, until the stream is
+    /// dropped: what a controller reconciles.
+    pub fn changes(&self, partition: &Partition) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+        let (sender, receiver) = mpsc::unbounded();
+        let _writer = self.writer();
+        for object in self.inner.reader.state() {
+            if partition.is_none() || partition.as_deref() == object.meta().namespace.as_deref() {
+                let _ = sender.unbounded_send(object);
+            }
+        }
+        self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push((partition.clone(), sender));
+        receiver
+    }
+
+    /// Every object, those being deleted included, by reference: the controllers' view.
+    pub fn reader(&self) -> Store<K> {
+        self.inner.reader.clone()
+    }
+
+    /// Replaces what is known of `partition` after a (re)list; whatever else it held is gone.
+    fn reset(&self, partition: &Partition, relist: Relist<K>) {
+        let Relist { mut fresh, listed } = relist;
+        let mut writer = self.writer();
+        let gone = self.inner.reader.state().into_iter().filter(|object| {
+            let covered = partition.is_none() || partition.as_deref() == object.meta().namespace.as_deref();
+            covered && !listed.contains(&ObjectRef::from_obj(object.as_ref()))
+        });
+        for object in gone.collect::<Vec<_>>() {
+            writer.apply_watcher_event(&watcher::Event::Delete(K::clone(&object)));
+        }
+        let mut namespaces = self.write();
+        match partition {
+            None => *namespaces = fresh,
+            Some(namespace) => {
+                namespaces.insert(namespace.clone(), fresh.remove(namespace).unwrap_or_default());
+            }
+        }
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.read().get(namespace)?.by_name.get(name).cloned()
+    }
+
+    /// Objects whose unique attribute equals `key` case-insensitively.
+    pub fn by_unique_key(&self, namespace: &str, key: &str) -> Vec<Arc<K>> {
+        self.lookup(namespace, |ns| ns.by_unique_key.get(&key.to_lowercase()))
+    }
+
+    /// Objects whose `externalId` equals `external_id` exactly.
+    pub fn by_external_id(&self, namespace: &str, external_id: &str) -> Vec<Arc<K>> {
+        self.lookup(namespace, |ns| ns.by_external_id.get(external_id))
+    }
+
+    fn lookup(&self, namespace: &str, index: impl Fn(&Namespace<K>) -> Option<&Names>) -> Vec<Arc<K>> {
+        let namespaces = self.read();
+        let Some(ns) = namespaces.get(namespace) else { return Vec::new() };
+        index(ns).map(|names| names.0.iter().filter_map(|n| ns.by_name.get(n).cloned()).collect()).unwrap_or_default()
+    }
+
+    /// Every object of a namespace in id order, for scans and paging.
+    pub fn all(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.read().get(namespace).map(|ns| ns.by_name.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn len(&self, namespace: &str) -> usize {
+        self.read().get(namespace).map_or(0, |ns| ns.by_name.len())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// How many objects have a spec the controller has not reported on yet.
+    pub fn backlog(&self) -> usize {
+        let behind = |object: &Arc<K>| object.observed_generation() < object.meta().generation;
+        self.read().values().map(|ns| ns.by_name.values().filter(|o| behind(o)).count()).sum()
+    }
+
+    /// Resolves once the first full list has been loaded.
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Feeds the store from the watches of `partitions` until they end; ready once every
+    /// partition has been listed.
+    pub async fn follow<S>(self, events: S, partitions: usize)
+    where
+        S: Stream<Item = (Partition, Result<watcher::Event<K>, watcher::Error>)>,
+    {
+        let mut relists: HashMap<Partition, Relist<K>> = HashMap::new();
+        let mut listed = HashSet::new();
+        let mut events = std::pin::pin!(events);
+        while let Some((partition, event)) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => drop(relists.insert(partition, Default::default())),
+                Ok(watcher::Event::InitApply(object)) => {
+                    let relist = relists.entry(partition).or_default();
+                    relist.listed.insert(ObjectRef::from_obj(&object));
+                    let mut writer = self.writer();
+                    if let Some(stored) = self.store(&mut writer, lean(object)) {
+                        self.index(&stored, Some(&mut relist.fresh));
+                        self.notify(&stored);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let relist = relists.remove(&partition).unwrap_or_default();
+                    self.reset(&partition, relist);
+                    listed.insert(partition);
+                    if listed.len() >= partitions {
+                        self.inner.ready.send_replace(true);
+                    }
+                }
+                Ok(watcher::Event::Apply(object)) => self.apply(object),
+                Ok(watcher::Event::Delete(object)) => self.delete(&object),
+                Err(error) => tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying"),
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Namespace<K>>> {
+        self.inner.namespaces.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Namespace<K>>> {
+        self.inner.namespaces.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer<K>> {
+        self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CleanmailUserSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
+    #[test]
+    fn the_read_model_keeps_only_the_field_sets_of_applies_to_the_object() {
+        let entry = |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            subresource: subresource.map(Into::into),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:active": {}}}))),
+            ..Default::default()
+        };
+        let mut object = user("a", "a@b.ch", None, 1);
+        object.metadata.managed_fields = Some(vec![
+            entry("cleanmail-scim", "Update", None),
+            entry("cleanmail-controller", "Apply", Some("status")),
+            entry("argocd", "Apply", None),
+        ]);
+        let kept: Vec<(Option<String>, bool)> = lean(object)
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.manager, e.fields_v1.is_some()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (Some("cleanmail-scim".into()), false),
+                (Some("cleanmail-controller".into()), false),
+                (Some("argocd".into()), true)
+            ]
+        );
+    }
+
+    fn user(name: &str, user_name: &str, external_id: Option<&str>, version: u64) -> CleanmailUser {
+        let mut user = CleanmailUser::new(
+            name,
+            CleanmailUserSpec {
+                user_name: user_name.into(),
+                active: Some(true),
+                external_id: external_id.map(Into::into),
+                ..Default::default()
+            },
+        );
+        user.metadata.namespace = Some("contoso".into());
+        user.metadata.resource_version = Some(version.to_string());
+        user
+    }
+
+    #[test]
+    fn indexes_user_name_case_insensitively_and_external_id_exactly() {
+        let store = UserStore::default();
+        store.apply(user("a", "Alice@Contoso.ch", Some("AliceX"), 1));
+        assert_eq!(store.by_unique_key("contoso", "alice@contoso.CH").len(), 1);
+        assert_eq!(store.by_external_id("contoso", "AliceX").len(), 1);
+        assert!(store.by_external_id("contoso", "alicex").is_empty());
+        assert!(store.by_unique_key("fabrikam", "alice@contoso.ch").is_empty());
+    }
+
+    #[test]
+    fn rename_moves_the_index_entry() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        store.apply(user("a", "bob@contoso.ch", None, 2));
+        assert!(store.by_unique_key("contoso", "alice@contoso.ch").is_empty());
+        assert_eq!(store.by_unique_key("contoso", "bob@contoso.ch")[0].name_any(), "a");
+    }
+
+    #[test]
+    fn older_events_do_not_overwrite_newer_writes() {
+        let store = UserStore::default();
+        store.apply(user("a", "new@contoso.ch", None, 5));
+        store.apply(user("a", "old@contoso.ch", None, 4));
+        assert_eq!(store.get("contoso", "a").map(|u| u.spec.user_name.clone()).as_deref(), Some("new@contoso.ch"));
+    }
+
+    #[test]
+    fn deleted_objects_stay_deleted_despite_late_events() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        let mut deleting = user("a", "alice@contoso.ch", None, 3);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        store.apply(deleting);
+        assert!(store.get("contoso", "a").is_none());
+        store.apply(user("a", "alice@contoso.ch", None, 2));
+        assert!(store.get("contoso", "a").is_none());
+        assert!(store.by_unique_key("contoso", "alice@contoso.ch").is_empty());
+    }
+
+    fn deleting(mut user: CleanmailUser) -> CleanmailUser {
+        user.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        user
+    }
+
+    #[test]
+    fn the_indexes_and_the_controllers_share_one_copy_of_each_object() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        let indexed = store.get("contoso", "a").expect("indexed");
+        let held = store.reader().get(&ObjectRef::new("a").within("contoso")).expect("held");
+        assert!(Arc::ptr_eq(&indexed, &held));
+    }
+
+    #[test]
+    fn objects_being_deleted_leave_the_indexes_but_not_the_controllers_store() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        store.apply(deleting(user("a", "alice@contoso.ch", None, 2)));
+        assert!(store.get("contoso", "a").is_none());
+        let held = store.reader().get(&ObjectRef::new("a").within("contoso")).expect("still held");
+        assert!(held.metadata.deletion_timestamp.is_some());
+        store.delete(&deleting(user("a", "alice@contoso.ch", None, 3)));
+        assert!(store.reader().is_empty());
+    }
+
+    #[tokio::test]
+    async fn changes_start_with_every_object_of_the_partition_then_follow_writes() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        let mut elsewhere = user("z", "zoe@fabrikam.ch", None, 2);
+        elsewhere.metadata.namespace = Some("fabrikam".into());
+        store.apply(elsewhere);
+        let mut changes = store.changes(&Some("contoso".into()));
+        store.apply(user("b", "bob@contoso.ch", None, 3));
+        store.apply(user("a", "alice@contoso.ch", None, 4));
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let object = changes.next().await.expect("a change");
+            seen.push((object.name_any(), object.metadata.resource_version.clone().unwrap_or_default()));
+        }
+        assert_eq!(seen, [("a".into(), "1".into()), ("b".into(), "3".into()), ("a".into(), "4".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_forgets_what_it_did_not_list_and_keeps_other_partitions() {
+        let store = UserStore::default();
+        let mut other = user("z", "zoe@fabrikam.ch", None, 1);
+        other.metadata.namespace = Some("fabrikam".into());
+        store.apply(other);
+        store.apply(user("gone", "gone@contoso.ch", None, 2));
+        let events = futures::stream::iter([
+            watcher::Event::Init,
+            watcher::Event::InitApply(user("a", "alice@contoso.ch", None, 3)),
+            watcher::Event::InitDone,
+        ])
+        .map(|event| (Some("contoso".to_owned()), Ok(event)));
+        store.clone().follow(events, 1).await;
+        assert!(store.is_ready());
+        assert!(store.get("contoso", "gone").is_none());
+        assert!(store.reader().get(&ObjectRef::new("gone").within("contoso")).is_none());
+        assert!(store.get("contoso", "a").is_some());
+        assert!(store.get("fabrikam", "z").is_some());
+    }
+}
