@@ -136,7 +136,11 @@ async fn apply(group: &CleanmailGroup, ctx: &Context) -> Result<Action> {
         Err(error) => {
             let reason = if error.is_transient() { "BackendUnavailable" } else { "ProvisioningFailed" };
             let observed = Observed::ready(false, reason, error.to_string());
-            ctx.publish(group, EventType::Warning, reason, error.to_string()).await;
+            // On entering the failure, not on every retry.
+            let ready = group.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::READY));
+            if ready.is_none_or(|c| c.reason != reason) {
+                ctx.publish(group, EventType::Warning, reason, error.to_string()).await;
+            }
             write_status(group, ctx, &observed, None, (0, 0)).await?;
             Err(Error::Backend(error))
         }

@@ -74,7 +74,7 @@ pub struct Context {
     pub client: Client,
     pub tenants: TenantRegistry,
     pub backends: BackendRegistry,
-    recorder: Recorder,
+    reporter: Reporter,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The user controller's cache, set when the controllers start.
@@ -97,7 +97,7 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "cleanmail-operator".into(), instance: Some(instance) };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             tenants,
             backends,
@@ -109,9 +109,14 @@ impl Context {
         }
     }
 
+    /// Publishes an Event about `object`. The reconcilers publish on changes of state only, never
+    /// the same one twice in a row, so each Event is created afresh: kube's shared `Recorder`
+    /// would keep every Event for six minutes to count repeats that never come, and scan all it
+    /// keeps on each publish, which at thousands of users a minute costs more than the writes.
     async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
         let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish event");
         }
     }
