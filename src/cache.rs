@@ -11,7 +11,7 @@
 //!   very objects that store holds, so a user costs memory once, not once per reader.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -94,7 +94,10 @@ struct Namespace<K> {
     by_name: BTreeMap<Name, Arc<K>>,
     by_unique_key: HashMap<String, Names>,
     by_external_id: HashMap<String, Names>,
+    /// Deleted names with the version they were deleted at, and when, oldest first, so that
+    /// expired ones are dropped without scanning them all on every deletion.
     tombstones: HashMap<String, (u64, Instant)>,
+    burials: VecDeque<(Instant, String)>,
 }
 
 impl<K> Default for Namespace<K> {
@@ -104,6 +107,7 @@ impl<K> Default for Namespace<K> {
             by_unique_key: HashMap::new(),
             by_external_id: HashMap::new(),
             tombstones: HashMap::new(),
+            burials: VecDeque::new(),
         }
     }
 }
@@ -130,9 +134,18 @@ impl<K: Indexed> Namespace<K> {
 
     fn bury(&mut self, name: &str, version: Option<u64>) {
         let now = Instant::now();
-        self.tombstones.retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_TTL);
+        while let Some((at, _)) = self.burials.front()
+            && now.duration_since(*at) >= TOMBSTONE_TTL
+        {
+            let Some((at, expired)) = self.burials.pop_front() else { break };
+            // Only if not buried again since.
+            if self.tombstones.get(&expired).is_some_and(|(_, buried)| *buried == at) {
+                self.tombstones.remove(&expired);
+            }
+        }
         if let Some(version) = version {
             self.tombstones.insert(name.to_string(), (version, now));
+            self.burials.push_back((now, name.to_string()));
         }
     }
 }
@@ -164,6 +177,15 @@ impl<K: Indexed> Default for Relist<K> {
     fn default() -> Self {
         Relist { fresh: HashMap::new(), listed: HashSet::new() }
     }
+}
+
+/// The object the cache holds after a write or an event, and whether it is a version the
+/// controllers have not been told of: this replica's own write and the watch event echoing it
+/// trigger one reconcile, not two (the second, running on the version before the reconcile's own
+/// status write, would repeat its Event and status write).
+struct Stored<K> {
+    object: Arc<K>,
+    new: bool,
 }
 
 /// Shared, cheaply cloneable handle on the cache of one resource kind.
@@ -231,9 +253,11 @@ impl<K: Indexed> ResourceStore<K> {
     /// Records an object this replica wrote or observed; an older version than the one held is ignored.
     pub fn apply(&self, object: K) {
         let mut writer = self.writer();
-        if let Some(stored) = self.store(&mut writer, lean(object)) {
-            self.index(&stored, None);
-            self.notify(&stored);
+        if let Some(Stored { object, new }) = self.store(&mut writer, lean(object)) {
+            self.index(&object, None);
+            if new {
+                self.notify(&object);
+            }
         }
     }
 
@@ -251,18 +275,18 @@ impl<K: Indexed> ResourceStore<K> {
         ns.bury(&object.name_any(), resource_version(object));
     }
 
-    /// Puts `object` into the controllers' store unless what it holds is newer; the object now held.
-    fn store(&self, writer: &mut Writer<K>, object: K) -> Option<Arc<K>> {
+    /// Puts `object` into the controllers' store unless it holds this version or a newer one.
+    fn store(&self, writer: &mut Writer<K>, object: K) -> Option<Stored<K>> {
         let namespace = object.namespace()?;
         let key = ObjectRef::from_obj(&object);
         let held = self.inner.reader.get(&key);
         let unchanged = held.as_ref().is_some_and(|h| h.meta().resource_version == object.meta().resource_version);
         let stale = self.read().get(&namespace).is_some_and(|ns| self.is_stale(ns, &object));
         if unchanged || stale {
-            return held;
+            return held.map(|object| Stored { object, new: false });
         }
         writer.apply_watcher_event(&watcher::Event::Apply(object));
-        self.inner.reader.get(&key)
+        self.inner.reader.get(&key).map(|object| Stored { object, new: true })
     }
 
     /// Whether a newer version of `object` is held, or it was deleted at a newer version.
@@ -406,9 +430,11 @@ impl<K: Indexed> ResourceStore<K> {
                     let relist = relists.entry(partition).or_default();
                     relist.listed.insert(ObjectRef::from_obj(&object));
                     let mut writer = self.writer();
-                    if let Some(stored) = self.store(&mut writer, lean(object)) {
-                        self.index(&stored, Some(&mut relist.fresh));
-                        self.notify(&stored);
+                    if let Some(Stored { object, new }) = self.store(&mut writer, lean(object)) {
+                        self.index(&object, Some(&mut relist.fresh));
+                        if new {
+                            self.notify(&object);
+                        }
                     }
                 }
                 Ok(watcher::Event::InitDone) => {
@@ -566,6 +592,8 @@ mod tests {
         elsewhere.metadata.namespace = Some("fabrikam".into());
         store.apply(elsewhere);
         let mut changes = store.changes(&Some("contoso".into()));
+        store.apply(user("b", "bob@contoso.ch", None, 3));
+        // The watch event echoing a write this replica recorded already is no change.
         store.apply(user("b", "bob@contoso.ch", None, 3));
         store.apply(user("a", "alice@contoso.ch", None, 4));
         let mut seen = Vec::new();

@@ -107,6 +107,15 @@ async fn entra_groups_become_lists_that_deliver_to_active_members() {
     let found = scim.get("/Groups?excludedAttributes=members&filter=displayName+eq+%22SALES+team%22").await;
     assert_eq!(found.body["totalResults"], 1);
     assert!(found.body["Resources"][0].get("members").is_none());
+    // Left out of the response, members still count for a filter that names them.
+    let by_member = format!("/Groups?excludedAttributes=members&filter=members%5Bvalue+eq+%22{bob}%22%5D");
+    let by_member = scim.get(&by_member).await;
+    assert_eq!(by_member.body["totalResults"], 1, "{}", by_member.body);
+    assert!(by_member.body["Resources"][0].get("members").is_none());
+    let only_name = scim.get(&format!("/Groups/{group}?attributes=displayName")).await;
+    assert!(only_name.body.get("members").is_none(), "{}", only_name.body);
+    let with_members = scim.get(&format!("/Groups/{group}?attributes=members")).await;
+    assert_eq!(with_members.body["members"], json!([{"value": bob}]));
 
     // Rename keeps the list (and its address); kubectl shows it.
     let rename =

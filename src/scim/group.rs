@@ -22,6 +22,8 @@ impl ScimResource for CleanmailGroup {
     const FINALIZER: &'static str = LIST_FINALIZER;
     /// Entra discourages echoing (possibly huge) member lists.
     const PATCH_ANSWERS_NO_CONTENT: bool = true;
+    /// Entra looks a group up by `displayName` with `excludedAttributes=members` before each update.
+    const BULKY_ATTRIBUTE: Option<&'static str> = Some("members");
 
     fn spec(&self) -> &CleanmailGroupSpec {
         &self.spec
@@ -38,7 +40,13 @@ impl ScimResource for CleanmailGroup {
                 None => json!({"value": m.value}),
             })
             .collect();
-        let mut resource = json!({"schemas": [GROUP_SCHEMA], "displayName": spec.display_name, "members": members});
+        let mut resource = Self::spec_to_scim_without_bulky(spec);
+        resource["members"] = Value::Array(members);
+        resource
+    }
+
+    fn spec_to_scim_without_bulky(spec: &CleanmailGroupSpec) -> Value {
+        let mut resource = json!({"schemas": [GROUP_SCHEMA], "displayName": spec.display_name});
         if let Some(external_id) = &spec.external_id {
             resource["externalId"] = json!(external_id);
         }

@@ -31,11 +31,19 @@ pub trait ScimResource:
     /// Whether a successful PATCH answers 204 rather than echoing the resource (RFC 7644 §3.5.2
     /// allows either), unless the client asks for attributes.
     const PATCH_ANSWERS_NO_CONTENT: bool = false;
+    /// An attribute whose value can be very large (a group's members), rendered only when a
+    /// request does not leave it out, so that such a lookup costs what the rest of the resource
+    /// costs.
+    const BULKY_ATTRIBUTE: Option<&'static str> = None;
 
     fn spec(&self) -> &Self::Spec;
     fn build(name: &str, spec: Self::Spec) -> Self;
     /// The spec's attributes in SCIM form, without `id` and `meta`.
     fn spec_to_scim(spec: &Self::Spec) -> Value;
+    /// [`Self::spec_to_scim`] without [`Self::BULKY_ATTRIBUTE`].
+    fn spec_to_scim_without_bulky(spec: &Self::Spec) -> Value {
+        Self::spec_to_scim(spec)
+    }
     /// Reads a representation sent with POST or PUT, or produced by PATCH.
     fn spec_from_scim(body: &Value) -> Result<Self::Spec, ScimError>;
     fn unique_value(spec: &Self::Spec) -> &str;
@@ -50,8 +58,14 @@ pub trait ScimResource:
 
 /// The SCIM representation of an object; `base_url` is the SCIM root the client used.
 pub fn to_scim<K: ScimResource>(object: &K, base_url: &str) -> Value {
+    render(object, base_url, true)
+}
+
+/// The SCIM representation of an object, with or without its [`ScimResource::BULKY_ATTRIBUTE`].
+pub fn render<K: ScimResource>(object: &K, base_url: &str, bulky: bool) -> Value {
     let id = object.name_any();
-    let mut resource = K::spec_to_scim(object.spec());
+    let mut resource =
+        if bulky { K::spec_to_scim(object.spec()) } else { K::spec_to_scim_without_bulky(object.spec()) };
     resource["id"] = json!(id);
     let metadata = object.meta();
     let mut meta = json!({

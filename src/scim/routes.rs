@@ -24,8 +24,8 @@ use super::{
     patch::{self, PatchRequest},
     projection,
     resource::{
-        FIELD_MANAGER, ScimResource, claimed_by_applier, etag_matches, merge_patch, object_name, spec_write, to_scim,
-        version,
+        self, FIELD_MANAGER, ScimResource, claimed_by_applier, etag_matches, merge_patch, object_name, spec_write,
+        to_scim, version,
     },
     schemas::{self, MAX_PAGE_SIZE},
 };
@@ -184,6 +184,15 @@ impl Params {
         projection::project(resource, self.get("attributes"), self.get("excludedAttributes"), core_schema)
     }
 
+    /// Whether the response needs `K`'s bulky attribute: asked by the same projection that shapes
+    /// the response, on a probe holding nothing else.
+    fn wants_bulky<K: ScimResource>(&self) -> bool {
+        K::BULKY_ATTRIBUTE.is_none_or(|name| {
+            let probe = self.project::<K>(json!({ name: [] }));
+            probe.get(name).is_some()
+        })
+    }
+
     fn shapes_response(&self) -> bool {
         self.get("attributes").is_some() || self.get("excludedAttributes").is_some()
     }
@@ -206,7 +215,8 @@ async fn list<K: Stored>(
     let count = params.number("count")?.map_or(MAX_PAGE_SIZE, |c| c.clamp(0, MAX_PAGE_SIZE as i64) as usize);
     let store = K::store(&state);
     let namespace = &tenant.namespace;
-    let render = |object: &Arc<K>| params.project::<K>(to_scim(object.as_ref(), &base));
+    let bulky = params.wants_bulky::<K>();
+    let render = |object: &Arc<K>| params.project::<K>(resource::render(object.as_ref(), &base, bulky));
     let Some(text) = params.get("filter").map(str::trim).filter(|f| !f.is_empty()) else {
         // Without a filter only the requested page is rendered.
         let all = store.all(namespace);
@@ -224,10 +234,12 @@ async fn list<K: Stored>(
         store.all(namespace)
     };
     let schema = K::resource_type();
+    // A filter on the bulky attribute needs it rendered even when the response leaves it out.
+    let bulky = bulky || K::BULKY_ATTRIBUTE.is_some_and(|name| text.to_lowercase().contains(&name.to_lowercase()));
     // Each candidate is rendered once, for the filter and for the page.
     let matched: Vec<Value> = candidates
         .iter()
-        .map(|object| to_scim(object.as_ref(), &base))
+        .map(|object| resource::render(object.as_ref(), &base, bulky))
         .filter(|resource| filter.matches(resource, schema))
         .collect();
     let total = matched.len();
@@ -315,7 +327,9 @@ async fn read<K: Stored>(
     if preconditions.unmodified_since_read(current.as_ref()) {
         return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), current.as_ref()));
     }
-    let response = ScimJson(Params(params).project::<K>(to_scim(current.as_ref(), &base))).into_response();
+    let params = Params(params);
+    let resource = resource::render(current.as_ref(), &base, params.wants_bulky::<K>());
+    let response = ScimJson(params.project::<K>(resource)).into_response();
     Ok(with_etag(response, current.as_ref()))
 }
 
