@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: run::RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+    let client = run::client(args.api_qps).await?;
     let mut running = run::start(client, args).await?;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -1,7 +1,7 @@
 //! The `run` subcommand: the SCIM server, the read model, the tenant registry and the controllers
 //! in one process, plus health and metrics endpoints. Also used in-process by integration tests.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
@@ -40,6 +40,11 @@ pub struct RunArgs {
     /// How many users are reconciled at once.
     #[arg(long, env = "CLEANMAIL_CONTROLLER_CONCURRENCY", default_value_t = 8)]
     pub controller_concurrency: u16,
+    /// At most this many requests per second to the API server from this replica (SCIM writes,
+    /// reconciles, watches), so that provisioning a whole directory at once leaves the API server
+    /// room for the rest of the cluster; 0 sets no limit.
+    #[arg(long, env = "CLEANMAIL_API_QPS", default_value_t = 0)]
+    pub api_qps: u32,
     /// How often every healthy user, group and tenant is reconciled anyway: the period of drift
     /// repair in the backend and of the tenant's orphan report.
     #[arg(long, env = "CLEANMAIL_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
@@ -64,6 +69,18 @@ pub struct RunArgs {
     /// namespaces only; empty watches the whole cluster.
     #[arg(long, env = "CLEANMAIL_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+}
+
+/// A client for the cluster of the current kubeconfig (or the pod's service account), limited to
+/// `api_qps` requests per second when that is not 0.
+pub async fn client(api_qps: u32) -> anyhow::Result<Client> {
+    let config = kube::Config::infer().await.context("no kubeconfig and not in a cluster")?;
+    let builder = kube::client::ClientBuilder::try_from(config).context("cannot build a client from the kubeconfig")?;
+    Ok(if api_qps == 0 {
+        builder.build()
+    } else {
+        builder.with_layer(&tower::limit::RateLimitLayer::new(u64::from(api_qps), Duration::from_secs(1))).build()
+    })
 }
 
 /// A started operator; dropping it does not stop it, [`Running::stop`] does.
@@ -144,7 +161,7 @@ pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Running> {
         default_backend: args.default_backend.clone(),
         settings: Settings {
             concurrency: args.controller_concurrency,
-            resync: std::time::Duration::from_secs(args.resync_seconds),
+            resync: Duration::from_secs(args.resync_seconds),
         },
         metrics: metrics.clone(),
         scope,

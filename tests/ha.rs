@@ -32,6 +32,9 @@ fn start_replica(name: &str, namespace: &str, database: &Path) -> Replica {
         ("CLEANMAIL_LEASE_NAMESPACE", namespace.to_string()),
         ("CLEANMAIL_LEASE_NAME", LEASE.to_string()),
         ("CLEANMAIL_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string()),
+        // Rate-limited, as a cautious deployment runs them: the limited client must carry leader
+        // election, the watches and provisioning alike.
+        ("CLEANMAIL_API_QPS", "200".to_string()),
     ];
     process::start(name, &cluster::control_plane().kubeconfig, database, &env)
 }

@@ -119,6 +119,7 @@ pub fn operator() -> &'static Operator {
                     metrics_addr: "127.0.0.1:0".parse().expect("addr"),
                     default_backend,
                     controller_concurrency: 4,
+                    api_qps: 0,
                     // Short, so drift repair and orphan reports are seen within a test.
                     resync_seconds: 3,
                     instance: Some("test-operator".into()),
