@@ -116,6 +116,8 @@ async fn entra_groups_become_lists_that_deliver_to_active_members() {
     assert!(only_name.body.get("members").is_none(), "{}", only_name.body);
     let with_members = scim.get(&format!("/Groups/{group}?attributes=members")).await;
     assert_eq!(with_members.body["members"], json!([{"value": bob}]));
+    let member_values = scim.get(&format!("/Groups/{group}?attributes=members.value")).await;
+    assert_eq!(member_values.body["members"], json!([{"value": bob}]), "{}", member_values.body);
 
     // Rename keeps the list (and its address); kubectl shows it.
     let rename =

@@ -185,11 +185,12 @@ impl Params {
     }
 
     /// Whether the response needs `K`'s bulky attribute: asked by the same projection that shapes
-    /// the response, on a probe holding nothing else.
+    /// the response, on a probe holding nothing else but one value with every sub-attribute a
+    /// multi-valued attribute has (RFC 7643 §2.4), so that `attributes=members.value` counts too.
     fn wants_bulky<K: ScimResource>(&self) -> bool {
         K::BULKY_ATTRIBUTE.is_none_or(|name| {
-            let probe = self.project::<K>(json!({ name: [] }));
-            probe.get(name).is_some()
+            let value = json!({"value": "", "display": "", "type": "", "primary": false, "$ref": ""});
+            self.project::<K>(json!({ name: [value] })).get(name).is_some()
         })
     }
 
