@@ -254,7 +254,7 @@ impl<K: Indexed> ResourceStore<K> {
     pub fn apply(&self, object: K) {
         let mut writer = self.writer();
         if let Some(Stored { object, new }) = self.store(&mut writer, lean(object)) {
-            self.index(&object, None);
+            Self::index(&mut self.write(), &object);
             if new {
                 self.notify(&object);
             }
@@ -298,20 +298,12 @@ impl<K: Indexed> ResourceStore<K> {
         known.into_iter().chain(buried).any(|newest| version < newest)
     }
 
-    /// Indexes `object` for SCIM, in `fresh` during a relist; an object being deleted leaves the
-    /// indexes and is remembered, so that late events cannot bring it back.
-    fn index(&self, object: &Arc<K>, fresh: Option<&mut HashMap<String, Namespace<K>>>) {
+    /// Indexes `object` for SCIM in `indexes` (the live ones, or a relist's); an object being
+    /// deleted leaves the indexes and is remembered, so that late events cannot bring it back.
+    fn index(indexes: &mut HashMap<String, Namespace<K>>, object: &Arc<K>) {
         let Some(namespace) = object.namespace() else { return };
         let name = object.name_any();
-        let mut namespaces;
-        let target = match fresh {
-            Some(fresh) => fresh,
-            None => {
-                namespaces = self.write();
-                &mut *namespaces
-            }
-        };
-        let ns = target.entry(namespace).or_default();
+        let ns = indexes.entry(namespace).or_default();
         if object.meta().deletion_timestamp.is_some() {
             ns.remove(&name);
             ns.bury(&name, resource_version(object.as_ref()));
@@ -431,7 +423,7 @@ impl<K: Indexed> ResourceStore<K> {
                     relist.listed.insert(ObjectRef::from_obj(&object));
                     let mut writer = self.writer();
                     if let Some(Stored { object, new }) = self.store(&mut writer, lean(object)) {
-                        self.index(&object, Some(&mut relist.fresh));
+                        Self::index(&mut relist.fresh, &object);
                         if new {
                             self.notify(&object);
                         }
