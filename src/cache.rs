@@ -159,6 +159,15 @@ fn remove_from(index: &mut HashMap<String, Names>, key: &str, name: &str) {
     }
 }
 
+/// Whether `held`, the version of `object` the cache holds, is newer, or `ns` remembers the
+/// object deleted at a newer version.
+fn is_stale<K: Indexed>(object: &K, held: Option<&K>, ns: Option<&Namespace<K>>) -> bool {
+    let Some(version) = resource_version(object) else { return false };
+    let known = held.and_then(resource_version);
+    let buried = ns.and_then(|ns| ns.tombstones.get(&object.name_any())).map(|(v, _)| *v);
+    known.into_iter().chain(buried).any(|newest| version < newest)
+}
+
 /// Resource versions are opaque to clients, but the API server hands them out from one increasing
 /// counter; comparing them is only used to drop events older than what this replica already saw.
 fn resource_version<K: kube::Resource>(object: &K) -> Option<u64> {
@@ -267,7 +276,8 @@ impl<K: Indexed> ResourceStore<K> {
         let mut writer = self.writer();
         let mut namespaces = self.write();
         let ns = namespaces.entry(namespace).or_default();
-        if self.is_stale(ns, object) {
+        let held = self.inner.reader.get(&ObjectRef::from_obj(object));
+        if is_stale(object, held.as_deref(), Some(ns)) {
             return;
         }
         writer.apply_watcher_event(&watcher::Event::Delete(object.clone()));
@@ -281,21 +291,11 @@ impl<K: Indexed> ResourceStore<K> {
         let key = ObjectRef::from_obj(&object);
         let held = self.inner.reader.get(&key);
         let unchanged = held.as_ref().is_some_and(|h| h.meta().resource_version == object.meta().resource_version);
-        let stale = self.read().get(&namespace).is_some_and(|ns| self.is_stale(ns, &object));
-        if unchanged || stale {
+        if unchanged || is_stale(&object, held.as_deref(), self.read().get(&namespace)) {
             return held.map(|object| Stored { object, new: false });
         }
         writer.apply_watcher_event(&watcher::Event::Apply(object));
         self.inner.reader.get(&key).map(|object| Stored { object, new: true })
-    }
-
-    /// Whether a newer version of `object` is held, or it was deleted at a newer version.
-    fn is_stale(&self, ns: &Namespace<K>, object: &K) -> bool {
-        let Some(version) = resource_version(object) else { return false };
-        let known =
-            self.inner.reader.get(&ObjectRef::from_obj(object)).and_then(|held| resource_version(held.as_ref()));
-        let buried = ns.tombstones.get(&object.name_any()).map(|(v, _)| *v);
-        known.into_iter().chain(buried).any(|newest| version < newest)
     }
 
     /// Indexes `object` for SCIM in `indexes` (the live ones, or a relist's); an object being
