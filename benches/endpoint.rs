@@ -127,10 +127,7 @@ async fn seed(target: &Target, count: usize, concurrency: usize) -> (Outcome, Ve
         ..Request::new(Method::POST, "/Users".into(), Some(new_user(n)), &[201])
     })
     .await;
-    let mut ids = vec![String::new(); count];
-    for (n, body) in std::mem::take(&mut outcome.captured) {
-        ids[n] = body["id"].as_str().unwrap_or_default().to_owned();
-    }
+    let ids = outcome.take_ids(count);
     assert!(
         ids.iter().all(|id| !id.is_empty()),
         "{}: every seeded user has an id ({:?})",

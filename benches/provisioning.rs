@@ -265,11 +265,7 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     let requests_ready = common::api_requests();
     let cpu_ready = cpu();
 
-    let mut ids = vec![String::new(); users];
-    for (n, body) in std::mem::take(&mut posted.captured) {
-        ids[n] = body["id"].as_str().unwrap_or_default().to_owned();
-    }
-    let ids = Arc::new(ids);
+    let ids = Arc::new(posted.take_ids(users));
     let started = Instant::now();
     let patched = common::scim_load(&replica.scim_url, &token, settings.concurrency, Until::Count(users), move |n| {
         // Entra's disable: a Replace of `active`.

@@ -64,6 +64,18 @@ impl Outcome {
         self.cpu.checked_div(self.requests.max(1) as u32).unwrap_or_default()
     }
 
+    /// The `id` of each captured reply, by sequence number, for `count` requests; empty where
+    /// none was captured. Takes the captured bodies.
+    pub fn take_ids(&mut self, count: usize) -> Vec<String> {
+        let mut ids = vec![String::new(); count];
+        for (n, body) in std::mem::take(&mut self.captured) {
+            if let Some(slot) = ids.get_mut(n) {
+                *slot = body["id"].as_str().unwrap_or_default().to_owned();
+            }
+        }
+        ids
+    }
+
     fn record(&mut self, latency: Duration, sample: Sample) {
         self.latencies.push(latency);
         self.requests += 1;
