@@ -132,41 +132,44 @@ fn ready_status(n: usize) -> serde_json::Value {
 /// as a merge patch. The users are removed again so no controller sees them later.
 async fn ceiling(client: &kube::Client, settings: &Settings) -> Ceiling {
     let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
-    let pids = common::control_plane_pids();
-    let measured = |outcome: Outcome, before: Duration| {
-        let mut outcome = outcome;
-        outcome.helper_cpu = common::cpu_of(&pids).saturating_sub(before);
-        assert_eq!(outcome.errors, 0, "raw writes failed: {:?}", outcome.first_error);
-        outcome
-    };
-    let before = common::cpu_of(&pids);
-    let create = measured(raw_creates(client, &namespace, 0, settings.users, settings.concurrency).await, before);
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
-    let mut status = Vec::new();
-    for apply in [true, false] {
-        let api = api.clone();
-        let before = common::cpu_of(&pids);
-        let outcome = common::run_workers(settings.concurrency, Until::Count(settings.users), move |n| {
-            let api = api.clone();
-            async move {
-                let (params, body) = if apply {
-                    let body = json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailUser", "status": ready_status(n)});
-                    (PatchParams::apply("bench").force(), Patch::Apply(body))
-                } else {
-                    let params = PatchParams { field_manager: Some("bench".into()), ..Default::default() };
-                    (params, Patch::Merge(json!({"status": ready_status(n + 1)})))
-                };
-                let result = api.patch_status(&object_name(n), &params, &body).await.map(|_| None);
-                Sample { n, result: result.map_err(|e| e.to_string()) }
-            }
-        })
-        .await;
-        status.push(measured(outcome, before));
-    }
+    let create = with_control_plane_cpu(raw_creates(client, &namespace, 0, settings.users, settings.concurrency)).await;
+    let apply_status = with_control_plane_cpu(raw_status_writes(&api, settings, true)).await;
+    let merge_status = with_control_plane_cpu(raw_status_writes(&api, settings, false)).await;
     api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect("delete the raw users");
-    let merge_status = status.pop().unwrap_or_default();
-    let apply_status = status.pop().unwrap_or_default();
     Ceiling { create, apply_status, merge_status }
+}
+
+/// Runs `writes` and records the API server's and etcd's CPU over it; any failed write fails the run.
+async fn with_control_plane_cpu(writes: impl Future<Output = Outcome>) -> Outcome {
+    let pids = common::control_plane_pids();
+    let before = common::cpu_of(&pids);
+    let mut outcome = writes.await;
+    outcome.helper_cpu = common::cpu_of(&pids).saturating_sub(before);
+    assert_eq!(outcome.errors, 0, "raw writes failed: {:?}", outcome.first_error);
+    outcome
+}
+
+/// A `Ready` status written to every user of `api`: a server-side apply as the controller writes
+/// it, or else a merge patch (of a different status, so that it changes something).
+async fn raw_status_writes(api: &Api<CleanmailUser>, settings: &Settings, apply: bool) -> Outcome {
+    let api = api.clone();
+    common::run_workers(settings.concurrency, Until::Count(settings.users), move |n| {
+        let api = api.clone();
+        async move {
+            let (params, body) = if apply {
+                let body =
+                    json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailUser", "status": ready_status(n)});
+                (PatchParams::apply("bench").force(), Patch::Apply(body))
+            } else {
+                let params = PatchParams { field_manager: Some("bench".into()), ..Default::default() };
+                (params, Patch::Merge(json!({"status": ready_status(n + 1)})))
+            };
+            let result = api.patch_status(&object_name(n), &params, &body).await.map(|_| None);
+            Sample { n, result: result.map_err(|e| e.to_string()) }
+        }
+    })
+    .await
 }
 
 /// The API server's own rates for the writes provisioning makes.
