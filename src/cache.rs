@@ -17,6 +17,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, channel::mpsc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::{
     ResourceExt,
     runtime::{
@@ -24,6 +25,7 @@ use kube::{
         watcher,
     },
 };
+use smallvec::SmallVec;
 use tokio::sync::watch;
 
 use crate::{
@@ -73,10 +75,10 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
 /// An object's name, shared by the name map and the indexes.
 type Name = Arc<str>;
 
-/// The names an index key leads to: nearly always one, so a sorted vector rather than a set,
-/// which would cost a whole tree node per key.
+/// The names an index key leads to, sorted: nearly always one, which is kept inline, as a heap
+/// vector (or a set's tree node) per key would cost more than the key itself at 100,000 users.
 #[derive(Default)]
-struct Names(Vec<Name>);
+struct Names(SmallVec<[Name; 1]>);
 
 impl Names {
     fn insert(&mut self, name: Name) {
@@ -92,8 +94,8 @@ impl Names {
 
 struct Namespace<K> {
     by_name: BTreeMap<Name, Arc<K>>,
-    by_unique_key: HashMap<String, Names>,
-    by_external_id: HashMap<String, Names>,
+    by_unique_key: HashMap<Box<str>, Names>,
+    by_external_id: HashMap<Box<str>, Names>,
     /// Deleted names with the version they were deleted at, and when, oldest first, so that
     /// expired ones are dropped without scanning them all on every deletion.
     tombstones: HashMap<String, (u64, Instant)>,
@@ -116,9 +118,9 @@ impl<K: Indexed> Namespace<K> {
     fn insert(&mut self, object: Arc<K>) {
         let name: Name = object.name_any().into();
         self.remove(&name);
-        self.by_unique_key.entry(object.unique_key()).or_default().insert(name.clone());
+        self.by_unique_key.entry(object.unique_key().into()).or_default().insert(name.clone());
         if let Some(external_id) = object.external_id() {
-            self.by_external_id.entry(external_id.to_string()).or_default().insert(name.clone());
+            self.by_external_id.entry(external_id.into()).or_default().insert(name.clone());
         }
         self.by_name.insert(name, object);
     }
@@ -150,7 +152,7 @@ impl<K: Indexed> Namespace<K> {
     }
 }
 
-fn remove_from(index: &mut HashMap<String, Names>, key: &str, name: &str) {
+fn remove_from(index: &mut HashMap<Box<str>, Names>, key: &str, name: &str) {
     if let Some(names) = index.get_mut(key) {
         names.remove(name);
         if names.0.is_empty() {
@@ -221,19 +223,28 @@ impl<K: Indexed> Clone for ResourceStore<K> {
 }
 
 /// `object` without what no reader of the cache uses, which is most of its size in memory:
-/// `kubectl apply`'s copy of the whole object in an annotation, and of `managedFields` the field
-/// sets of updates and status writes. Kept are every entry's manager, operation and time (for
-/// `meta.lastModified`) and the field sets of server-side applies to the object itself (for the
-/// fields SCIM must not change).
+/// `kubectl apply`'s copy of the whole object in an annotation, and most of `managedFields`.
+/// Readers need the field sets of server-side applies to the object itself, with their managers
+/// (the fields SCIM must not change), and the newest time anything but a status writer touched
+/// the object (`meta.lastModified`). So applies to the object are kept without their API version
+/// and field set type, every other writer of the object is folded into one entry holding only
+/// that newest time, and status writers are dropped.
 fn lean<K: Indexed>(mut object: K) -> K {
     crate::scope::drop_last_applied(object.meta_mut());
-    for entry in object.meta_mut().managed_fields.iter_mut().flatten() {
-        let applied_to_object =
-            entry.operation.as_deref() == Some("Apply") && entry.subresource.as_deref().unwrap_or_default().is_empty();
-        if !applied_to_object {
-            entry.fields_v1 = None;
+    let Some(entries) = object.meta_mut().managed_fields.take() else { return object };
+    let mut kept = Vec::new();
+    let mut last_update = None;
+    for entry in entries.into_iter().filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty()) {
+        if entry.operation.as_deref() == Some("Apply") {
+            kept.push(ManagedFieldsEntry { api_version: None, fields_type: None, ..entry });
+        } else {
+            last_update = last_update.max(entry.time);
         }
     }
+    if last_update.is_some() {
+        kept.push(ManagedFieldsEntry { time: last_update, ..Default::default() });
+    }
+    object.meta_mut().managed_fields = Some(kept);
     object
 }
 
@@ -367,7 +378,7 @@ impl<K: Indexed> ResourceStore<K> {
 
     /// Objects whose unique attribute equals `key` case-insensitively.
     pub fn by_unique_key(&self, namespace: &str, key: &str) -> Vec<Arc<K>> {
-        self.lookup(namespace, |ns| ns.by_unique_key.get(&key.to_lowercase()))
+        self.lookup(namespace, |ns| ns.by_unique_key.get(key.to_lowercase().as_str()))
     }
 
     /// Objects whose `externalId` equals `external_id` exactly.
@@ -461,38 +472,31 @@ impl<K: Indexed> ResourceStore<K> {
 mod tests {
     use super::*;
     use crate::crd::CleanmailUserSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, Time};
 
     #[test]
-    fn the_read_model_keeps_only_the_field_sets_of_applies_to_the_object() {
-        let entry = |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
+    fn the_read_model_keeps_applies_to_the_object_and_the_time_of_the_newest_other_write() {
+        let at = |second: i64| Some(Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("time")));
+        let entry = |manager: &str, operation: &str, subresource: Option<&str>, second: i64| ManagedFieldsEntry {
+            api_version: Some("cleanmail.io/v1alpha1".into()),
+            fields_type: Some("FieldsV1".into()),
             manager: Some(manager.into()),
             operation: Some(operation.into()),
             subresource: subresource.map(Into::into),
             fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:active": {}}}))),
-            ..Default::default()
+            time: at(second),
         };
         let mut object = user("a", "a@b.ch", None, 1);
         object.metadata.managed_fields = Some(vec![
-            entry("cleanmail-scim", "Update", None),
-            entry("cleanmail-controller", "Apply", Some("status")),
-            entry("argocd", "Apply", None),
+            entry("cleanmail-scim", "Update", None, 30),
+            entry("cleanmail-controller", "Update", None, 20),
+            entry("cleanmail-controller", "Apply", Some("status"), 40),
+            entry("argocd", "Apply", None, 10),
         ]);
-        let kept: Vec<(Option<String>, bool)> = lean(object)
-            .metadata
-            .managed_fields
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (e.manager, e.fields_v1.is_some()))
-            .collect();
-        assert_eq!(
-            kept,
-            [
-                (Some("cleanmail-scim".into()), false),
-                (Some("cleanmail-controller".into()), false),
-                (Some("argocd".into()), true)
-            ]
-        );
+        let kept = lean(object).metadata.managed_fields.unwrap_or_default();
+        let argocd = ManagedFieldsEntry { api_version: None, fields_type: None, ..entry("argocd", "Apply", None, 10) };
+        let newest_update = ManagedFieldsEntry { time: at(30), ..Default::default() };
+        assert_eq!(kept, [argocd, newest_update]);
     }
 
     fn user(name: &str, user_name: &str, external_id: Option<&str>, version: u64) -> CleanmailUser {
