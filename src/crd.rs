@@ -109,11 +109,13 @@ pub struct CleanmailUserSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Address>,
     /// The SCIM Enterprise User extension (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`).
+    // Boxed, as are the overrides: both are rare, and every user in every replica's cache would
+    // otherwise carry their full width inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enterprise_user: Option<EnterpriseUser>,
+    pub enterprise_user: Option<Box<EnterpriseUser>>,
     /// Settings made in the cluster (kubectl, Argo CD, Flux) that win over what the SCIM client sent. SCIM neither shows nor changes them, so the identity provider and the overrides never undo each other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overrides: Option<UserOverrides>,
+    pub overrides: Option<Box<UserOverrides>>,
 }
 
 /// Cluster-side settings of a user that win over the identity provider's. Each field can be owned by a different field manager.

@@ -208,7 +208,7 @@ mod tests {
     }
 
     fn with_overrides(mut user: CleanmailUser, overrides: UserOverrides) -> CleanmailUser {
-        user.spec.overrides = Some(overrides);
+        user.spec.overrides = Some(Box::new(overrides));
         user
     }
 

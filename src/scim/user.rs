@@ -243,11 +243,11 @@ mod entra_patch_tests {
                     type_: Some("work".into()),
                     primary: None
                 }],
-                enterprise_user: Some(EnterpriseUser {
+                enterprise_user: Some(Box::new(EnterpriseUser {
                     employee_number: Some("42".into()),
                     manager: Some(Manager { value: Some("m-1".into()) }),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }
         );
