@@ -206,14 +206,16 @@ pub async fn run(
     let config = controller::Config::default().concurrency(settings.concurrency);
     // Groups resolve their members through the same cache.
     let _ = ctx.users.set(caches.users.reader());
-    let users = Controller::for_shared_stream(caches.users.changes(&partition), caches.users.reader())
+    let users = Controller::for_shared_stream(futures::stream::pending(), caches.users.reader())
+        .reconcile_on(caches.users.changes(&partition).map(|user| trigger(user.as_ref())))
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| observed("CleanmailUser", user::reconcile(o, c.clone()), c), error_policy, ctx.clone())
         .for_each(log_outcome);
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
-    let groups = Controller::for_shared_stream(caches.groups.changes(&partition), caches.groups.reader())
+    let groups = Controller::for_shared_stream(futures::stream::pending(), caches.groups.reader())
+        .reconcile_on(caches.groups.changes(&partition).map(|group| trigger(group.as_ref())))
         .with_config(config.clone().debounce(GROUP_DEBOUNCE))
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, error_policy, ctx.clone())
@@ -224,6 +226,19 @@ pub async fn run(
         .run(tenant::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
     futures::join!(users, groups, tenants);
+}
+
+/// The reconcile request for a changed `object`: its namespace and name, all a reconciler looks it
+/// up by. kube's own trigger copies the uid and resourceVersion too, and the scheduler holds a
+/// request for every object (each one is requeued for the resync), several times over while a
+/// large backlog drains: at 100,000 users those copies alone cost about 10 MB.
+fn trigger<K: Resource<DynamicType = ()>>(object: &K) -> reflector::ObjectRef<K> {
+    let (namespace, name) = (object.meta().namespace.as_deref(), object.meta().name.as_deref());
+    let reference = reflector::ObjectRef::new(name.unwrap_or_default());
+    match namespace {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
+    }
 }
 
 /// A controller over `K` in `partition` with a cache of its own, for kinds the SCIM edge does not
