@@ -5,6 +5,8 @@
 //! - **End to end**, for SQLite and PostgreSQL mailboxes: users POSTed as Entra posts them until
 //!   every one is `Ready=True` with an enabled mailbox row, then every user disabled with Entra's
 //!   PATCH until every mailbox is disabled.
+//! - **Tuning**: how fast the controllers alone provision users already present, at several reconcile
+//!   concurrencies and with an API QPS limit.
 //! - **Scale**: with 10,000 and 100,000 `CleanmailUser` resources present, how long a replica takes
 //!   to become ready (caches synced, SCIM answering) and its peak memory, for a SCIM-only replica
 //!   and for the leader while it starts provisioning.
@@ -49,6 +51,8 @@ struct Settings {
     scale: Vec<usize>,
     /// How long the leader is watched provisioning at each scale step.
     window: Duration,
+    /// Users present for each setting of the controllers' knobs.
+    tuning_users: usize,
     concurrency: usize,
     /// Which parts run (`BENCH_ONLY=scale`, for instance, while working on memory).
     only: Option<String>,
@@ -72,6 +76,7 @@ fn settings() -> Settings {
             "BENCH_SCALE_WINDOW_SECONDS",
             if measuring { 10.0 } else { 1.0 },
         )),
+        tuning_users: common::env_or("BENCH_TUNING_USERS", if measuring { 1_000 } else { 20 }),
         concurrency: 16,
         only: std::env::var("BENCH_ONLY").ok(),
     }
@@ -323,6 +328,56 @@ async fn converge(client: &kube::Client, replica: &process::Replica, namespace: 
     assert!(accounts.iter().all(|a| a.enabled == expected_enabled), "every mailbox {state}");
 }
 
+// === Tuning ===
+
+/// The settings of `--controller-concurrency` and `--api-qps` (0: no limit) compared, the default
+/// (16, no limit) among them.
+const TUNINGS: [(u16, u32); 6] = [(1, 0), (4, 0), (8, 0), (16, 0), (32, 0), (16, 200)];
+
+/// How fast the controllers alone provisioned users already present, with one setting.
+struct Tuning {
+    concurrency: u16,
+    api_qps: u32,
+    users: usize,
+    /// From starting the replica until every user is Ready with a mailbox row.
+    to_ready: Duration,
+    operator_cpu: Duration,
+    control_plane_cpu: Duration,
+}
+
+async fn tuning(client: &kube::Client, settings: &Settings) -> Vec<Tuning> {
+    let mut tunings = Vec::new();
+    for (concurrency, api_qps) in TUNINGS {
+        let name = format!("tune-c{concurrency}-q{api_qps}");
+        let (namespace, _token) = cluster::tenant(client, &name, &[DOMAIN], "Delete").await;
+        let fill = raw_creates(client, &namespace, 0, settings.tuning_users, settings.concurrency).await;
+        assert_eq!(fill.errors, 0, "{name}: creating the users failed: {:?}", fill.first_error);
+        let database = cluster::control_plane().dir.join(format!("{name}.db"));
+        let env = [
+            ("CLEANMAIL_LEASE_NAME", name.clone()),
+            ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone()),
+            ("CLEANMAIL_CONTROLLER_CONCURRENCY", concurrency.to_string()),
+            ("CLEANMAIL_API_QPS", api_qps.to_string()),
+        ];
+        let pids = common::control_plane_pids();
+        let control_plane_before = common::cpu_of(&pids);
+        // Timed from the start: the controllers begin the moment the caches are synced, before
+        // any poll of readiness could notice.
+        let started = Instant::now();
+        let replica = common::start_replica(&name, &database, &env);
+        converge(client, &replica, &namespace, &format!("sqlite://{}", database.display()), "Enabled").await;
+        tunings.push(Tuning {
+            concurrency,
+            api_qps,
+            users: settings.tuning_users,
+            to_ready: started.elapsed(),
+            operator_cpu: common::cpu_time(replica.child.id()),
+            control_plane_cpu: common::cpu_of(&pids) - control_plane_before,
+        });
+    }
+    tunings
+}
+
 // === Scale ===
 
 /// How one replica started with a number of users present.
@@ -404,11 +459,34 @@ async fn start(
 struct Run {
     ceiling: Ceiling,
     end_to_end: Vec<EndToEnd>,
+    tunings: Vec<Tuning>,
     starts: Vec<Start>,
     fills: Vec<(usize, Outcome)>,
 }
 
 impl Run {
+    fn tuning_table(&self) -> String {
+        let mut out = String::from(
+            "| reconcile concurrency | API QPS limit | users | all Ready after s | users Ready /s | operator CPU \
+             µs/user | API server + etcd CPU µs/user |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for t in &self.tunings {
+            let users = t.users.max(1) as f64;
+            let limit = if t.api_qps == 0 { "none".to_owned() } else { t.api_qps.to_string() };
+            let _ = writeln!(
+                out,
+                "| {} | {limit} | {} | {:.1} | {:.0} | {:.0} | {:.0} |",
+                t.concurrency,
+                t.users,
+                t.to_ready.as_secs_f64(),
+                users / t.to_ready.as_secs_f64().max(f64::EPSILON),
+                t.operator_cpu.as_secs_f64() * 1e6 / users,
+                t.control_plane_cpu.as_secs_f64() * 1e6 / users,
+            );
+        }
+        out
+    }
+
     fn end_to_end_table(&self) -> String {
         let raw = self.ceiling.create.per_second().max(f64::EPSILON);
         let mut out = String::from(
@@ -542,15 +620,20 @@ fn write_report(settings: &Settings, run: &Run) {
          - Load: {} users POSTed as Entra posts them at concurrency {}, until every one is `Ready=True` with an \
          enabled mailbox row; then all disabled with Entra's PATCH (`Replace active false`) until every mailbox row \
          is disabled. One leader replica per backend, watching only its tenant's namespace.\n\
+         - Tuning: for each setting of `--controller-concurrency` and `--api-qps`, {} users created straight \
+         through the API server, then a leader started with that setting, timed from its start until every \
+         user is Ready with a mailbox row (SQLite).\n\
          - Scale: users created straight through the API server, then a replica started: SCIM only (its Lease held \
          elsewhere), then the leader, which is watched provisioning the users for {:?}.\n\n\
-         ### End to end\n\n{}\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
+         ### End to end\n\n{}\n{}\n### Tuning the controllers\n\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
         common::machine(),
         settings.users,
         settings.concurrency,
+        settings.tuning_users,
         settings.window,
         run.ceiling_table(),
         run.end_to_end_table(),
+        run.tuning_table(),
         run.scale_table(),
         run.goals(),
     );
@@ -559,11 +642,20 @@ fn write_report(settings: &Settings, run: &Run) {
 
 async fn run(settings: &Settings) -> Run {
     let client = cluster::client().await;
-    let mut run = Run { ceiling: Ceiling::default(), end_to_end: Vec::new(), starts: Vec::new(), fills: Vec::new() };
+    let mut run = Run {
+        ceiling: Ceiling::default(),
+        end_to_end: Vec::new(),
+        tunings: Vec::new(),
+        starts: Vec::new(),
+        fills: Vec::new(),
+    };
     if settings.runs("e2e") {
         run.ceiling = ceiling(&client, settings).await;
         run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Sqlite).await);
         run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Postgres(Postgres::start())).await);
+    }
+    if settings.runs("tuning") {
+        run.tunings = tuning(&client, settings).await;
     }
     if settings.runs("scale") {
         (run.starts, run.fills) = scale(&client, settings).await;
@@ -575,7 +667,14 @@ fn main() {
     let settings = settings();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let run = runtime.block_on(run(&settings));
-    println!("{}\n{}\n{}\n{}", run.ceiling_table(), run.end_to_end_table(), run.scale_table(), run.goals());
+    println!(
+        "{}\n{}\n{}\n{}\n{}",
+        run.ceiling_table(),
+        run.end_to_end_table(),
+        run.tuning_table(),
+        run.scale_table(),
+        run.goals()
+    );
     if settings.measuring && settings.only.is_none() {
         write_report(&settings, &run);
     }
