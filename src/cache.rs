@@ -397,6 +397,14 @@ impl<K: Indexed> ResourceStore<K> {
         self.read().get(namespace).map(|ns| ns.by_name.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Up to `count` objects of `namespace` in name order after skipping `skip`, and how many it
+    /// holds in all: a page costs its own size, not a copy of the whole namespace.
+    pub fn page(&self, namespace: &str, skip: usize, count: usize) -> (Vec<Arc<K>>, usize) {
+        let namespaces = self.read();
+        let Some(ns) = namespaces.get(namespace) else { return (Vec::new(), 0) };
+        (ns.by_name.values().skip(skip).take(count).cloned().collect(), ns.by_name.len())
+    }
+
     pub fn len(&self, namespace: &str) -> usize {
         self.read().get(namespace).map_or(0, |ns| ns.by_name.len())
     }
@@ -522,6 +530,21 @@ mod tests {
         assert_eq!(store.by_external_id("contoso", "AliceX").len(), 1);
         assert!(store.by_external_id("contoso", "alicex").is_empty());
         assert!(store.by_unique_key("fabrikam", "alice@contoso.ch").is_empty());
+    }
+
+    #[test]
+    fn a_page_is_a_slice_of_the_namespace_in_name_order_with_the_namespace_total() {
+        let store = UserStore::default();
+        for (name, version) in [("c", 1), ("a", 2), ("b", 3)] {
+            store.apply(user(name, &format!("{name}@contoso.ch"), None, version));
+        }
+        let names = |(page, total): (Vec<Arc<CleanmailUser>>, usize)| {
+            (page.iter().map(|u| u.name_any()).collect::<Vec<_>>(), total)
+        };
+        assert_eq!(names(store.page("contoso", 1, 5)), (vec!["b".to_owned(), "c".to_owned()], 3));
+        assert_eq!(names(store.page("contoso", 0, 1)), (vec!["a".to_owned()], 3));
+        assert_eq!(names(store.page("contoso", 3, 1)), (vec![], 3));
+        assert_eq!(names(store.page("fabrikam", 0, 1)), (vec![], 0));
     }
 
     #[test]

@@ -220,9 +220,9 @@ async fn list<K: Stored>(
     let render = |object: &Arc<K>| params.project::<K>(resource::render(object.as_ref(), &base, bulky));
     let Some(text) = params.get("filter").map(str::trim).filter(|f| !f.is_empty()) else {
         // Without a filter only the requested page is rendered.
-        let all = store.all(namespace);
-        let page = all.iter().skip(start_index - 1).take(count).map(render).collect();
-        return Ok(ScimJson(schemas::list_response(page, all.len(), start_index)).into_response());
+        let (page, total) = store.page(namespace, start_index - 1, count);
+        let page = page.iter().map(render).collect();
+        return Ok(ScimJson(schemas::list_response(page, total, start_index)).into_response());
     };
     let filter: Filter = text.parse()?;
     let candidates = if let Some(key) = filter.eq_lookup(K::UNIQUE_ATTRIBUTE) {
