@@ -51,6 +51,8 @@ struct Settings {
     scale: Vec<usize>,
     /// How long the leader is watched provisioning at each scale step.
     window: Duration,
+    /// Whether the scale steps' users carry a `Ready` status, as provisioned users do.
+    scale_with_status: bool,
     /// Users present for each setting of the controllers' knobs.
     tuning_users: usize,
     concurrency: usize,
@@ -61,6 +63,11 @@ struct Settings {
 impl Settings {
     fn runs(&self, part: &str) -> bool {
         self.only.as_deref().is_none_or(|only| only.split(',').any(|p| p.trim() == part))
+    }
+
+    /// What the scale steps' users look like (`BENCH_SCALE_WITH_STATUS=1` for provisioned ones).
+    fn scale_shape(&self) -> &'static str {
+        if self.scale_with_status { "each with a Ready status, as provisioned" } else { "as created, no status yet" }
     }
 }
 
@@ -76,6 +83,7 @@ fn settings() -> Settings {
             "BENCH_SCALE_WINDOW_SECONDS",
             if measuring { 10.0 } else { 1.0 },
         )),
+        scale_with_status: std::env::var("BENCH_SCALE_WITH_STATUS").is_ok_and(|v| v == "1"),
         tuning_users: common::env_or("BENCH_TUNING_USERS", if measuring { 1_000 } else { 20 }),
         concurrency: 16,
         only: std::env::var("BENCH_ONLY").ok(),
@@ -139,8 +147,9 @@ async fn ceiling(client: &kube::Client, settings: &Settings) -> Ceiling {
     let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
     let create = with_control_plane_cpu(raw_creates(client, &namespace, 0, settings.users, settings.concurrency)).await;
-    let apply_status = with_control_plane_cpu(raw_status_writes(&api, settings, true)).await;
-    let merge_status = with_control_plane_cpu(raw_status_writes(&api, settings, false)).await;
+    let status_writes = |apply| raw_status_writes(&api, 0, settings.users, settings.concurrency, apply);
+    let apply_status = with_control_plane_cpu(status_writes(true)).await;
+    let merge_status = with_control_plane_cpu(status_writes(false)).await;
     api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect("delete the raw users");
     Ceiling { create, apply_status, merge_status }
 }
@@ -155,13 +164,21 @@ async fn with_control_plane_cpu(writes: impl Future<Output = Outcome>) -> Outcom
     outcome
 }
 
-/// A `Ready` status written to every user of `api`: a server-side apply as the controller writes
-/// it, or else a merge patch (of a different status, so that it changes something).
-async fn raw_status_writes(api: &Api<CleanmailUser>, settings: &Settings, apply: bool) -> Outcome {
+/// A `Ready` status written to `count` users of `api` numbered from `first`: a server-side apply
+/// as the controller writes it, or else a merge patch (of a different status, so that it changes
+/// something).
+async fn raw_status_writes(
+    api: &Api<CleanmailUser>,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+    apply: bool,
+) -> Outcome {
     let api = api.clone();
-    common::run_workers(settings.concurrency, Until::Count(settings.users), move |n| {
+    common::run_workers(concurrency, Until::Count(count), move |n| {
         let api = api.clone();
         async move {
+            let n = first + n;
             let (params, body) = if apply {
                 let body =
                     json!({"apiVersion": "cleanmail.ch/v1alpha1", "kind": "CleanmailUser", "status": ready_status(n)});
@@ -398,9 +415,15 @@ async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<(
     let (mut starts, mut fills) = (Vec::new(), Vec::new());
     let mut present = 0;
     for &users in &settings.scale {
-        let fill = raw_creates(client, &namespace, present, users - present.min(users), settings.concurrency).await;
+        let added = users - present.min(users);
+        let fill = raw_creates(client, &namespace, present, added, settings.concurrency).await;
         assert_eq!(fill.errors, 0, "creating the users failed: {:?}", fill.first_error);
-        fills.push((users - present.min(users), fill));
+        if settings.scale_with_status {
+            let api = Api::namespaced(client.clone(), &namespace);
+            let status = raw_status_writes(&api, present, added, settings.concurrency, true).await;
+            assert_eq!(status.errors, 0, "writing the users' status failed: {:?}", status.first_error);
+        }
+        fills.push((added, fill));
         present = present.max(users);
         for leads in [false, true] {
             starts.push(start(client, settings, &namespace, &token, present, leads).await);
@@ -586,7 +609,7 @@ impl Run {
         out
     }
 
-    fn goals(&self) -> String {
+    fn goals(&self, settings: &Settings) -> String {
         let raw = self.ceiling.create.per_second().max(f64::EPSILON);
         let mut lines = Vec::new();
         if let Some(e) = self.end_to_end.iter().find(|e| e.backend == "SQLite") {
@@ -602,9 +625,13 @@ impl Run {
             let at_largest = self.starts.iter().filter(|s| s.users == largest);
             let rss = at_largest.clone().map(|s| s.peak_rss_mib).fold(0.0, f64::max);
             let ready = at_largest.map(|s| s.to_serving).max().unwrap_or_default();
-            lines.push(format!("- Peak RSS ≤ 300 MiB with {largest} users: {rss:.1} MiB — {}", verdict(rss <= 300.0)));
+            let shape = settings.scale_shape();
             lines.push(format!(
-                "- Ready (caches synced, SCIM answering) ≤ 30 s with {largest} users: {:.1} s — {}",
+                "- Peak RSS ≤ 300 MiB with {largest} users ({shape}): {rss:.1} MiB — {}",
+                verdict(rss <= 300.0)
+            ));
+            lines.push(format!(
+                "- Ready (caches synced, SCIM answering) ≤ 30 s with {largest} users ({shape}): {:.1} s — {}",
                 ready.as_secs_f64(),
                 verdict(ready <= Duration::from_secs(30))
             ));
@@ -623,19 +650,20 @@ fn write_report(settings: &Settings, run: &Run) {
          - Tuning: for each setting of `--controller-concurrency` and `--api-qps`, {} users created straight \
          through the API server, then a leader started with that setting, timed from its start until every \
          user is Ready with a mailbox row (SQLite).\n\
-         - Scale: users created straight through the API server, then a replica started: SCIM only (its Lease held \
-         elsewhere), then the leader, which is watched provisioning the users for {:?}.\n\n\
+         - Scale: users created straight through the API server ({}), then a replica started: SCIM only (its Lease \
+         held elsewhere), then the leader, which is watched provisioning the users for {:?}.\n\n\
          ### End to end\n\n{}\n{}\n### Tuning the controllers\n\n{}\n### Scale\n\n{}\n### Goals\n\n{}\n",
         common::machine(),
         settings.users,
         settings.concurrency,
         settings.tuning_users,
+        settings.scale_shape(),
         settings.window,
         run.ceiling_table(),
         run.end_to_end_table(),
         run.tuning_table(),
         run.scale_table(),
-        run.goals(),
+        run.goals(settings),
     );
     common::write_section("provisioning", &text);
 }
@@ -673,7 +701,7 @@ fn main() {
         run.end_to_end_table(),
         run.tuning_table(),
         run.scale_table(),
-        run.goals()
+        run.goals(&settings)
     );
     if settings.measuring && settings.only.is_none() {
         write_report(&settings, &run);
