@@ -4,6 +4,8 @@
 
 pub mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// The state a mailbox account should have.
@@ -137,8 +139,12 @@ pub trait MailboxBackend: Send + Sync {
 /// Connected backends by URL, so every tenant on the same database shares one connection pool.
 pub struct BackendRegistry {
     default_url: String,
-    connected: tokio::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn MailboxBackend>>>,
+    connected: std::sync::Mutex<std::collections::HashMap<String, Arc<Connection>>>,
 }
+
+/// One URL's backend, connected by the first caller; the others wait for that caller alone, so a
+/// database that does not answer holds up its own tenants only, not every reconcile.
+type Connection = tokio::sync::OnceCell<Arc<dyn MailboxBackend>>;
 
 impl BackendRegistry {
     /// `default_url` serves tenants that name no backend of their own.
@@ -146,15 +152,19 @@ impl BackendRegistry {
         BackendRegistry { default_url: default_url.into(), connected: Default::default() }
     }
 
-    /// The backend at `url` (the default when `None`), connecting on first use.
-    pub async fn get(&self, url: Option<&str>) -> Result<std::sync::Arc<dyn MailboxBackend>> {
+    /// The backend at `url` (the default when `None`), connecting on first use; a failed
+    /// connection is tried again by the next caller.
+    pub async fn get(&self, url: Option<&str>) -> Result<Arc<dyn MailboxBackend>> {
         let url = url.unwrap_or(&self.default_url);
-        let mut connected = self.connected.lock().await;
-        if let Some(backend) = connected.get(url) {
-            return Ok(backend.clone());
-        }
-        let backend: std::sync::Arc<dyn MailboxBackend> = std::sync::Arc::new(sql::SqlBackend::connect(url).await?);
-        connected.insert(url.to_string(), backend.clone());
-        Ok(backend)
+        let connection = {
+            let mut connected = self.connected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            connected.entry(url.to_owned()).or_default().clone()
+        };
+        let backend = connection
+            .get_or_try_init(|| async {
+                Ok::<_, BackendError>(Arc::new(sql::SqlBackend::connect(url).await?) as Arc<dyn MailboxBackend>)
+            })
+            .await?;
+        Ok(backend.clone())
     }
 }
