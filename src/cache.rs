@@ -333,18 +333,59 @@ impl<K: Indexed> ResourceStore<K> {
         });
     }
 
-    /// Every object of `partition` now, then every object of it that changes, until the stream is
-    /// dropped: what a controller reconciles.
-    pub fn changes(&self, partition: &Partition) -> impl Stream<Item = Arc<K>> + Send + use<K> {
+    /// The objects of `partition` that `now` picks, then every object of it that changes, until
+    /// the stream is dropped: what a controller reconciles.
+    pub fn changes(
+        &self,
+        partition: &Partition,
+        now: &dyn Fn(&K) -> bool,
+    ) -> impl Stream<Item = Arc<K>> + Send + use<K> {
         let (sender, receiver) = mpsc::unbounded();
         let _writer = self.writer();
         for object in self.inner.reader.state() {
-            if partition.is_none() || partition.as_deref() == object.meta().namespace.as_deref() {
+            let covered = partition.is_none() || partition.as_deref() == object.meta().namespace.as_deref();
+            if covered && now(&object) {
                 let _ = sender.unbounded_send(object);
             }
         }
         self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push((partition.clone(), sender));
         receiver
+    }
+
+    /// Up to `count` objects of `partition` that come after `after` in (namespace, name) order,
+    /// objects being deleted left out: a walk over all of them, a slice at a time, that never
+    /// holds more than the slice.
+    pub fn slice_after(&self, partition: &Partition, after: Option<&ObjectRef<K>>, count: usize) -> Vec<Arc<K>> {
+        let namespaces = self.read();
+        let mut names: Vec<&String> =
+            namespaces.keys().filter(|ns| partition.as_ref().is_none_or(|p| p == *ns)).collect();
+        names.sort();
+        let (after_namespace, after_name) = match after {
+            Some(after) => (after.namespace.as_deref().unwrap_or_default(), Some(after.name.as_str())),
+            None => ("", None),
+        };
+        let mut slice = Vec::with_capacity(count.min(1024));
+        for namespace in names.into_iter().filter(|ns| ns.as_str() >= after_namespace) {
+            let from = match after_name.filter(|_| namespace == after_namespace) {
+                Some(name) => std::ops::Bound::Excluded(name),
+                None => std::ops::Bound::Unbounded,
+            };
+            let objects = namespaces[namespace].by_name.range::<str, _>((from, std::ops::Bound::Unbounded));
+            slice.extend(objects.take(count - slice.len()).map(|(_, object)| object.clone()));
+            if slice.len() == count {
+                break;
+            }
+        }
+        slice
+    }
+
+    /// How many objects `partition` holds, those being deleted left out.
+    pub fn count(&self, partition: &Partition) -> usize {
+        let namespaces = self.read();
+        match partition {
+            Some(namespace) => namespaces.get(namespace).map_or(0, |ns| ns.by_name.len()),
+            None => namespaces.values().map(|ns| ns.by_name.len()).sum(),
+        }
     }
 
     /// Every object, those being deleted included, by reference: the controllers' view.
@@ -610,7 +651,7 @@ mod tests {
         let mut elsewhere = user("z", "zoe@fabrikam.ch", None, 2);
         elsewhere.metadata.namespace = Some("fabrikam".into());
         store.apply(elsewhere);
-        let mut changes = store.changes(&Some("contoso".into()));
+        let mut changes = store.changes(&Some("contoso".into()), &|_| true);
         store.apply(user("b", "bob@contoso.ch", None, 3));
         // The watch event echoing a write this replica recorded already is no change.
         store.apply(user("b", "bob@contoso.ch", None, 3));
@@ -621,6 +662,45 @@ mod tests {
             seen.push((object.name_any(), object.metadata.resource_version.clone().unwrap_or_default()));
         }
         assert_eq!(seen, [("a".into(), "1".into()), ("b".into(), "3".into()), ("a".into(), "4".into())]);
+    }
+
+    #[tokio::test]
+    async fn changes_start_with_the_objects_picked_then_follow_every_write() {
+        let store = UserStore::default();
+        store.apply(user("a", "alice@contoso.ch", None, 1));
+        store.apply(user("b", "bob@contoso.ch", None, 2));
+        let mut changes = store.changes(&Some("contoso".into()), &|user| user.name_any() == "b");
+        store.apply(user("a", "alice@contoso.ch", None, 3));
+        let first = changes.next().await.expect("a change");
+        let second = changes.next().await.expect("a change");
+        assert_eq!((first.name_any(), second.name_any()), ("b".into(), "a".into()));
+    }
+
+    #[test]
+    fn a_walk_over_the_objects_visits_each_once_in_slices() {
+        let store = UserStore::default();
+        for (namespace, name) in [("b-ns", "x"), ("a-ns", "y"), ("a-ns", "x"), ("c-ns", "z")] {
+            let mut object = user(name, &format!("{name}@{namespace}.ch"), None, 1);
+            object.metadata.namespace = Some(namespace.into());
+            store.apply(object);
+        }
+        let mut deleted = user("w", "w@a-ns.ch", None, 2);
+        deleted.metadata.namespace = Some("a-ns".into());
+        store.apply(deleting(deleted));
+        let walk = |partition: Partition| {
+            let (mut seen, mut cursor) = (Vec::new(), None);
+            loop {
+                let slice = store.slice_after(&partition, cursor.as_ref(), 2);
+                seen.extend(slice.iter().map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())));
+                if slice.len() < 2 {
+                    return seen;
+                }
+                cursor = slice.last().map(|o| ObjectRef::from_obj(o.as_ref()));
+            }
+        };
+        assert_eq!(walk(None), ["a-ns/x", "a-ns/y", "b-ns/x", "c-ns/z"]);
+        assert_eq!(walk(Some("a-ns".into())), ["a-ns/x", "a-ns/y"]);
+        assert_eq!((store.count(&None), store.count(&Some("b-ns".into()))), (4, 1));
     }
 
     #[tokio::test]
