@@ -3,7 +3,7 @@
 //! on every pass would make every status write a change, and every change a reconcile).
 
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
     jiff::Timestamp,
 };
 
@@ -50,12 +50,36 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// Whether an object was last reported Ready for its current spec (`observed` is its status's
+/// generation and conditions), holds `finalizer` and is not being deleted. A new leader leaves
+/// settled objects to the resync sweep instead of queueing them all at once, and the sweep visits
+/// only settled objects: the others have retries and backoff of their own.
+pub fn settled(meta: &ObjectMeta, observed: Option<(Option<i64>, &[Condition])>, finalizer: &str) -> bool {
+    let reported_ready =
+        observed.is_some_and(|(generation, conditions)| generation == meta.generation && is_true(conditions, READY));
+    reported_ready && meta.deletion_timestamp.is_none() && meta.finalizers.iter().flatten().any(|f| f == finalizer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).expect("valid timestamp")
+    }
+
+    #[test]
+    fn settled_means_ready_for_the_current_generation_with_the_finalizer_and_not_deleting() {
+        let ready = merge(&[], &Observed::ready(true, "MailboxProvisioned", "ok"), Some(2), at(10));
+        let not_ready = merge(&[], &Observed::ready(false, "BackendUnavailable", "down"), Some(2), at(10));
+        let meta = ObjectMeta { generation: Some(2), finalizers: Some(vec!["f".into()]), ..Default::default() };
+        assert!(settled(&meta, Some((Some(2), &ready)), "f"));
+        assert!(!settled(&meta, Some((Some(1), &ready)), "f"), "an older spec was reported on");
+        assert!(!settled(&meta, Some((Some(2), &not_ready)), "f"));
+        assert!(!settled(&meta, None, "f"), "never reported on");
+        assert!(!settled(&meta, Some((Some(2), &ready)), "other"), "the finalizer is not in place yet");
+        let deleting = ObjectMeta { deletion_timestamp: Some(Time(at(20))), ..meta };
+        assert!(!settled(&deleting, Some((Some(2), &ready)), "f"));
     }
 
     #[test]

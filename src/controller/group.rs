@@ -24,6 +24,12 @@ use crate::{
     tenant::{BackendChoice, Tenant},
 };
 
+/// See [`conditions::settled`].
+pub fn settled(group: &CleanmailGroup) -> bool {
+    let observed = group.status.as_ref().map(|s| (s.observed_generation, s.conditions.as_slice()));
+    conditions::settled(&group.metadata, observed, LIST_FINALIZER)
+}
+
 pub async fn reconcile(group: Arc<CleanmailGroup>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<CleanmailGroup> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
     finalizer(&api, LIST_FINALIZER, group, |event| async {
@@ -130,8 +136,9 @@ async fn apply(group: &CleanmailGroup, ctx: &Context) -> Result<Action> {
             let observed = Observed::ready(true, "ListProvisioned", message);
             write_status(group, ctx, &observed, Some(list.address), (list.member_count, unresolved)).await?;
             ctx.succeeded(&object_key(group));
-            // Members may name users that do not exist yet; look again soon.
-            Ok(Action::requeue(if unresolved > 0 { RECHECK } else { ctx.resync }))
+            // Members may name users that do not exist yet; look again soon. Otherwise the
+            // resync sweep comes back to it.
+            Ok(if unresolved > 0 { Action::requeue(RECHECK) } else { Action::await_change() })
         }
         Err(error) => {
             let reason = if error.is_transient() { "BackendUnavailable" } else { "ProvisioningFailed" };

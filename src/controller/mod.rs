@@ -17,21 +17,22 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::{
     Api, Client, Resource,
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
-        finalizer, reflector,
+        finalizer,
+        reflector::{self, ObjectRef},
         watcher::{self, watcher},
     },
 };
 
 use crate::{
     backend::{BackendError, BackendRegistry},
-    cache::{GroupStore, UserStore},
+    cache::{GroupStore, Indexed, ResourceStore, UserStore},
     crd::{CleanmailTenant, CleanmailUser},
     scope::{Partition, Scope},
     telemetry::Metrics,
@@ -207,7 +208,8 @@ pub async fn run(
     // Groups resolve their members through the same cache.
     let _ = ctx.users.set(caches.users.reader());
     let users = Controller::for_shared_stream(futures::stream::pending(), caches.users.reader())
-        .reconcile_on(caches.users.changes(&partition).map(|user| trigger(user.as_ref())))
+        .reconcile_on(caches.users.changes(&partition, &|u| !user::settled(u)).map(|u| trigger(u.as_ref())))
+        .reconcile_on(sweep(caches.users.clone(), partition.clone(), settings.resync, user::settled))
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| observed("CleanmailUser", user::reconcile(o, c.clone()), c), error_policy, ctx.clone())
@@ -215,7 +217,8 @@ pub async fn run(
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
     let groups = Controller::for_shared_stream(futures::stream::pending(), caches.groups.reader())
-        .reconcile_on(caches.groups.changes(&partition).map(|group| trigger(group.as_ref())))
+        .reconcile_on(caches.groups.changes(&partition, &|_| true).map(|group| trigger(group.as_ref())))
+        .reconcile_on(sweep(caches.groups.clone(), partition.clone(), settings.resync, group::settled))
         .with_config(config.clone().debounce(GROUP_DEBOUNCE))
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, error_policy, ctx.clone())
@@ -232,13 +235,43 @@ pub async fn run(
 /// up by. kube's own trigger copies the uid and resourceVersion too, and the scheduler holds a
 /// request for every object (each one is requeued for the resync), several times over while a
 /// large backlog drains: at 100,000 users those copies alone cost about 10 MB.
-fn trigger<K: Resource<DynamicType = ()>>(object: &K) -> reflector::ObjectRef<K> {
+fn trigger<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
     let (namespace, name) = (object.meta().namespace.as_deref(), object.meta().name.as_deref());
-    let reference = reflector::ObjectRef::new(name.unwrap_or_default());
+    let reference = ObjectRef::new(name.unwrap_or_default());
     match namespace {
         Some(namespace) => reference.within(namespace),
         None => reference,
     }
+}
+
+/// Every `settled` object of `partition` in `store`, over and over, each once per `period`: the
+/// resync that repairs drift in the backend. Unsettled objects are left to their own retries and
+/// backoff. A steady walk over the cache, a slice a second, rather than a timer per object: kube's
+/// scheduler would otherwise hold a queued request for every user at all times (about 60 MB at
+/// 100,000 users), and a new leader would queue them all at once.
+fn sweep<K: Indexed>(
+    store: ResourceStore<K>,
+    partition: Partition,
+    period: Duration,
+    settled: fn(&K) -> bool,
+) -> impl Stream<Item = ObjectRef<K>> {
+    const TICK: Duration = Duration::from_secs(1);
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold((ticks, None), move |(mut ticks, cursor): (_, Option<ObjectRef<K>>)| {
+        let (store, partition) = (store.clone(), partition.clone());
+        async move {
+            ticks.tick().await;
+            let share = store.count(&partition) as f64 * TICK.as_secs_f64() / period.as_secs_f64();
+            let slice_len = share.ceil().max(1.0) as usize;
+            let slice = store.slice_after(&partition, cursor.as_ref(), slice_len);
+            // A short slice ends the walk; the next one starts over.
+            let next = if slice.len() < slice_len { None } else { slice.last().map(|o| trigger(o.as_ref())) };
+            let due: Vec<_> = slice.iter().filter(|o| settled(o)).map(|o| trigger(o.as_ref())).collect();
+            Some((futures::stream::iter(due), (ticks, next)))
+        }
+    })
+    .flatten()
 }
 
 /// A controller over `K` in `partition` with a cache of its own, for kinds the SCIM edge does not

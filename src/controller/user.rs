@@ -37,6 +37,12 @@ pub async fn reconcile(user: Arc<CleanmailUser>, ctx: Arc<Context>) -> Result<Ac
     .map_err(|error| Error::Finalizer(Box::new(error)))
 }
 
+/// See [`conditions::settled`].
+pub fn settled(user: &CleanmailUser) -> bool {
+    let observed = user.status.as_ref().map(|s| (s.observed_generation, s.conditions.as_slice()));
+    conditions::settled(&user.metadata, observed, USER_FINALIZER)
+}
+
 async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
     let tenant = ctx.tenants.tenant(&user.namespace().unwrap_or_default());
     let plan = match plan(user, tenant.as_deref()) {
@@ -63,7 +69,8 @@ async fn apply(user: &CleanmailUser, ctx: &Context) -> Result<Action> {
             let observed = Observed::ready(true, plan.state.ready_reason(), ready_message(&plan, &mailbox.address));
             write_status(user, ctx, &observed, Some(mailbox), Some(&plan)).await?;
             ctx.succeeded(&object_key(user));
-            Ok(Action::requeue(ctx.resync))
+            // The resync sweep comes back to it.
+            Ok(Action::await_change())
         }
         Err(error) => {
             let reason = if error.is_transient() { "BackendUnavailable" } else { "ProvisioningFailed" };
