@@ -27,7 +27,7 @@ use std::{
 
 use cleanmail_operator::{
     backend::{MailboxBackend, sql::SqlBackend},
-    crd::{CleanmailUser, CleanmailUserSpec},
+    crd::{CleanmailUser, CleanmailUserSpec, USER_FINALIZER},
 };
 use common::{Outcome, Request, Sample, Until, verdict};
 use kube::{
@@ -100,13 +100,14 @@ fn object_name(n: usize) -> String {
 
 // === The API server alone ===
 
-/// `count` creates straight to the API server in `namespace`, numbered from `first`.
+/// `count` creates straight to the API server in `namespace`, numbered from `first`; `finalizer`
+/// puts the controller's finalizer on them, as on every user it has provisioned.
 async fn raw_creates(
     client: &kube::Client,
     namespace: &str,
-    first: usize,
-    count: usize,
+    (first, count): (usize, usize),
     concurrency: usize,
+    finalizer: bool,
 ) -> Outcome {
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), namespace);
     common::run_workers(concurrency, Until::Count(count), move |n| {
@@ -119,7 +120,10 @@ async fn raw_creates(
                 active: Some(true),
                 ..Default::default()
             };
-            let user = CleanmailUser::new(&object_name(n), spec);
+            let mut user = CleanmailUser::new(&object_name(n), spec);
+            if finalizer {
+                user.metadata.finalizers = Some(vec![USER_FINALIZER.to_owned()]);
+            }
             let params = PostParams { field_manager: Some("bench".into()), ..Default::default() };
             let result = api.create(&params, &user).await.map(|_| None).map_err(|e| e.to_string());
             Sample { n, result }
@@ -146,7 +150,8 @@ fn ready_status(n: usize) -> serde_json::Value {
 async fn ceiling(client: &kube::Client, settings: &Settings) -> Ceiling {
     let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
-    let create = with_control_plane_cpu(raw_creates(client, &namespace, 0, settings.users, settings.concurrency)).await;
+    let create =
+        with_control_plane_cpu(raw_creates(client, &namespace, (0, settings.users), settings.concurrency, false)).await;
     let status_writes = |apply| raw_status_writes(&api, 0, settings.users, settings.concurrency, apply);
     let apply_status = with_control_plane_cpu(status_writes(true)).await;
     let merge_status = with_control_plane_cpu(status_writes(false)).await;
@@ -367,7 +372,7 @@ async fn tuning(client: &kube::Client, settings: &Settings) -> Vec<Tuning> {
     for (concurrency, api_qps) in TUNINGS {
         let name = format!("tune-c{concurrency}-q{api_qps}");
         let (namespace, _token) = cluster::tenant(client, &name, &[DOMAIN], "Delete").await;
-        let fill = raw_creates(client, &namespace, 0, settings.tuning_users, settings.concurrency).await;
+        let fill = raw_creates(client, &namespace, (0, settings.tuning_users), settings.concurrency, false).await;
         assert_eq!(fill.errors, 0, "{name}: creating the users failed: {:?}", fill.first_error);
         let database = cluster::control_plane().dir.join(format!("{name}.db"));
         let env = [
@@ -406,7 +411,7 @@ struct Start {
     /// From starting the process until a filtered GET finds the most recently created user.
     to_serving: Duration,
     peak_rss_mib: f64,
-    /// For the leader: how many users it provisioned in the window after becoming ready.
+    /// For the leader: how many mailboxes it created in the window after SCIM answered.
     provisioned: Option<usize>,
 }
 
@@ -416,7 +421,8 @@ async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<(
     let mut present = 0;
     for &users in &settings.scale {
         let added = users - present.min(users);
-        let fill = raw_creates(client, &namespace, present, added, settings.concurrency).await;
+        let fill =
+            raw_creates(client, &namespace, (present, added), settings.concurrency, settings.scale_with_status).await;
         assert_eq!(fill.errors, 0, "creating the users failed: {:?}", fill.first_error);
         if settings.scale_with_status {
             let api = Api::namespaced(client.clone(), &namespace);
@@ -447,7 +453,8 @@ async fn start(
     }
     let env = [("CLEANMAIL_LEASE_NAME", name.clone()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.to_owned())];
     let started = Instant::now();
-    let replica = common::start_replica(&name, &plane.dir.join(format!("{name}.db")), &env);
+    let database = plane.dir.join(format!("{name}.db"));
+    let replica = common::start_replica(&name, &database, &env);
     cluster::eventually(&format!("{name} ready"), Duration::from_secs(600), || replica.ready()).await;
     let to_ready = started.elapsed();
     let scim = support::scim::Scim::new(&replica.scim_url, token);
@@ -459,11 +466,11 @@ async fn start(
     .await;
     let to_serving = started.elapsed();
     let provisioned = if leads {
-        let http = reqwest::Client::new();
-        let before = common::backlog(&http, &replica.metrics_url, "CleanmailUser").await.unwrap_or(users);
+        let backend = SqlBackend::connect(&format!("sqlite://{}", database.display())).await.expect("open mailboxes");
+        let mailboxes = || async { backend.accounts_in(&[DOMAIN.to_owned()]).await.expect("list mailboxes").len() };
+        let before = mailboxes().await;
         tokio::time::sleep(settings.window).await;
-        let after = common::backlog(&http, &replica.metrics_url, "CleanmailUser").await.unwrap_or(before);
-        Some(before.saturating_sub(after))
+        Some(mailboxes().await - before)
     } else {
         None
     };
@@ -588,7 +595,7 @@ impl Run {
 
     fn scale_table(&self) -> String {
         let mut out = String::from(
-            "| users present | replica | ready after s | SCIM answers after s | peak RSS MiB | provisioned in the window |\n\
+            "| users present | replica | ready after s | SCIM answers after s | peak RSS MiB | mailboxes created in the window |\n\
              | ---: | --- | ---: | ---: | ---: | ---: |\n",
         );
         for s in &self.starts {
