@@ -81,7 +81,7 @@ pub struct Context {
     /// The user controller's cache, set when the controllers start.
     users: std::sync::OnceLock<kube::runtime::reflector::Store<CleanmailUser>>,
     metrics: Arc<Metrics>,
-    /// How often a healthy object is reconciled anyway.
+    /// The resync period, which also paces each tenant's orphan scan.
     resync: Duration,
     /// When each tenant's backend was last searched for orphaned accounts.
     orphan_scans: Mutex<HashMap<String, std::time::Instant>>,
@@ -217,6 +217,7 @@ pub async fn run(
     // Entra changes a group's membership in bursts of PATCHes; each reconcile of a large group
     // costs the API server a whole-object write, so a burst is reconciled once, after it settles.
     let groups = Controller::for_shared_stream(futures::stream::pending(), caches.groups.reader())
+        // Groups are few, so a new leader looks at every one at once.
         .reconcile_on(caches.groups.changes(&partition, &|_| true).map(|group| trigger(group.as_ref())))
         .reconcile_on(sweep(caches.groups.clone(), partition.clone(), settings.resync, group::settled))
         .with_config(config.clone().debounce(GROUP_DEBOUNCE))
@@ -232,9 +233,9 @@ pub async fn run(
 }
 
 /// The reconcile request for a changed `object`: its namespace and name, all a reconciler looks it
-/// up by. kube's own trigger copies the uid and resourceVersion too, and the scheduler holds a
-/// request for every object (each one is requeued for the resync), several times over while a
-/// large backlog drains: at 100,000 users those copies alone cost about 10 MB.
+/// up by. kube's own trigger copies the uid and resourceVersion too, and while a large backlog
+/// drains the scheduler holds a request per object, several times over: at 100,000 users those
+/// copies alone cost about 10 MB.
 fn trigger<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
     let (namespace, name) = (object.meta().namespace.as_deref(), object.meta().name.as_deref());
     let reference = ObjectRef::new(name.unwrap_or_default());
