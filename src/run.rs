@@ -38,9 +38,9 @@ pub struct RunArgs {
     #[arg(long, env = "CLEANMAIL_DEFAULT_BACKEND", default_value = "sqlite://cleanmail.db")]
     pub default_backend: String,
     /// How many users are reconciled at once. Where the API server shares two cores with the
-    /// operator, throughput stops growing from 8 on (docs/benchmarks.md); a reconcile mostly
-    /// waits on the API server and the mailbox database, so where those are remote, more in
-    /// flight keeps the work flowing.
+    /// operator, throughput grows little beyond 8 (docs/benchmarks.md); a reconcile mostly waits
+    /// on the API server and the mailbox database, so where those are remote, more in flight
+    /// keeps the work flowing.
     #[arg(long, env = "CLEANMAIL_CONTROLLER_CONCURRENCY", default_value_t = 16)]
     pub controller_concurrency: u16,
     /// At most this many requests per second to the API server from this replica (SCIM writes,
