@@ -87,14 +87,16 @@ fn env<'a>(container: &'a Value, variable: &str) -> Option<&'a Value> {
     container["env"].as_array().expect("env list").iter().find(|e| e["name"] == variable)
 }
 
-/// Creates namespaces (idempotently) on the test control plane.
+/// Creates namespaces (idempotently) on the test control plane. Tests ensure the same namespace
+/// at once, so this is a server-side apply: a client-side apply reads, then creates, and the
+/// slower of two racing creates fails with AlreadyExists.
 fn ensure_namespaces(names: &[&str]) {
     let plane = cluster::control_plane();
     let manifest: String =
         names.iter().map(|n| format!("---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n")).collect();
     let file = plane.dir.join(format!("namespaces-{}.yaml", names.join("-")));
     std::fs::write(&file, manifest).expect("write namespaces");
-    cluster::kubectl(&["apply", "-f", file.to_str().expect("utf-8 path")]);
+    cluster::kubectl(&["apply", "--server-side", "-f", file.to_str().expect("utf-8 path")]);
 }
 
 /// A minimal ServiceMonitor CRD (the Prometheus Operator's, reduced to the fields the chart sets), so
