@@ -471,10 +471,11 @@ async fn remove<K: Stored>(
     for _ in 0..WRITE_ATTEMPTS {
         preconditions.check_write(current.as_ref())?;
         check_deletable(&tenant, current.as_ref())?;
-        // With `If-Match` the delete is conditional on the version just checked; a status write
-        // in between changes the resourceVersion only, so the check is repeated on the fresh object.
+        // The delete is conditional on the version just checked, so neither `If-Match` nor the
+        // protection can be judged on a cached copy that missed a newer write (an annotation
+        // added a moment ago); on a conflict both are checked again on the fresh object.
         let params = DeleteParams {
-            preconditions: preconditions.if_match.is_some().then(|| DeletePreconditions {
+            preconditions: Some(DeletePreconditions {
                 resource_version: current.meta().resource_version.clone(),
                 uid: current.meta().uid.clone(),
             }),
