@@ -446,10 +446,6 @@ impl<K: Indexed> ResourceStore<K> {
         (ns.by_name.values().skip(skip).take(count).cloned().collect(), ns.by_name.len())
     }
 
-    pub fn len(&self, namespace: &str) -> usize {
-        self.read().get(namespace).map_or(0, |ns| ns.by_name.len())
-    }
-
     pub fn is_ready(&self) -> bool {
         *self.inner.ready.borrow()
     }
