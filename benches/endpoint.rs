@@ -9,14 +9,11 @@
 //! - **API server ceiling**: `CleanmailUser` creates and merge patches sent straight to the API
 //!   server with the SCIM writes' concurrency, against SCIM POST and PATCH end to end.
 //!
-//! `cargo bench --bench endpoint` (`just bench`) measures and writes `docs/benchmarks.md`; under
-//! `cargo test` the same code runs on a few users for a moment so the benchmark cannot rot.
+//! `just bench` (`BENCH_ONLY=endpoint` for this part alone) measures and writes its section of
+//! `docs/benchmarks.md`; under `cargo test` the same code runs on a few users for a moment so the
+//! benchmark cannot rot.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-mod common;
-
+use crate::{common, support};
 use std::{
     fmt::Write as _,
     path::Path,
@@ -198,13 +195,16 @@ type RequestFn = Box<dyn Fn(usize) -> Request + Send + Sync>;
 
 /// Seeds the users, runs every scenario, then deletes the users: one row of results per scenario.
 async fn measure(settings: &Settings, target: &Target) -> Vec<(&'static str, Outcome)> {
+    common::progress(format_args!("endpoint, {}: seeding {} users", target.name, settings.users));
     let (posted, ids) = seed(target, settings.users, settings.write_concurrency).await;
     settle(target).await;
     let ids = Arc::new(ids);
     let mut results = vec![("POST", posted)];
     for (name, concurrency, until, request) in scenarios_of(settings, &ids) {
+        common::progress(format_args!("endpoint, {}: {name}", target.name));
         results.push((name, drive(target, concurrency, until, request).await));
     }
+    common::progress(format_args!("endpoint, {}: DELETE", target.name));
     let deleted = ids.clone();
     let delete = drive(target, settings.write_concurrency, Until::Count(settings.users), move |n| {
         Request::new(Method::DELETE, format!("/Users/{}", deleted[n]), None, &[204])
@@ -233,13 +233,13 @@ async fn settle(target: &Target) {
 async fn operator(client: &kube::Client, controllers: bool) -> Target {
     let plane = cluster::control_plane();
     let name = if controllers { "bench-operator" } else { "bench-edge" };
-    let (_, token) = cluster::tenant(client, name, &[DOMAIN], "Delete").await;
+    let (namespace, token) = cluster::tenant(client, name, &[DOMAIN], "Delete").await;
     let database = plane.dir.join(format!("{name}.db"));
     if !controllers {
         common::hold_lease(client, name).await;
     }
-    let lease = ("CLEANMAIL_LEASE_NAME", name.to_owned());
-    let replica = common::start_replica(name, &database, &[lease]);
+    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace)];
+    let replica = common::start_replica(name, &database, &env);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     let base = replica.scim_url.clone();
     let pid = replica.child.id();
@@ -259,6 +259,7 @@ async fn operator(client: &kube::Client, controllers: bool) -> Target {
 
 /// POST and Entra's PATCH on the operator with its controllers off.
 async fn measure_edge(settings: &Settings, target: &Target) -> Measured {
+    common::progress(format_args!("endpoint, {}: POST, then PATCH", target.name));
     let (posted, ids) = seed(target, settings.users, settings.write_concurrency).await;
     let ids = Arc::new(ids);
     let mut scenarios = vec![("POST", posted)];
@@ -476,6 +477,7 @@ async fn run(settings: &Settings) -> Run {
     // share the machine with its controllers.
     servers.push(measured(settings, &operator(&client, true).await, true).await);
     let edge = measure_edge(settings, &operator(&client, false).await).await;
+    common::progress("endpoint: the API server alone");
     let (raw_create, raw_patch) = api_server_ceiling(&client, settings).await;
     for (name, root) in PEERS {
         let target = peer(name, root).await;
@@ -505,7 +507,7 @@ async fn measured(settings: &Settings, target: &Target, ours: bool) -> Measured 
 /// the figures of this run.
 fn write_report(settings: &Settings, run: &Run) {
     let text = format!(
-        "## SCIM endpoint against peers and the API server\n\nWritten by `cargo bench --bench endpoint`.\n\n\
+        "## SCIM endpoint against peers and the API server\n\nWritten by `just bench`.\n\n\
          - Machine: {}, shared with the load generator (same process as the benchmark, on loopback) and, for this \
          operator, with the API server and etcd.\n\
          - Versions: cleanmail-operator {}, peers as pinned in `tools/bench/peers/`, kube-apiserver and etcd as in \
@@ -532,8 +534,10 @@ fn write_report(settings: &Settings, run: &Run) {
     common::write_section("endpoint", &text);
 }
 
-fn main() {
+/// Runs this part: measures under `cargo bench`, else the smoke run.
+pub fn bench() {
     let settings = settings();
+    common::progress("endpoint: starting the control plane");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let run = runtime.block_on(run(&settings));
     println!("{}\n{}\n{}\n{}", run.table(), run.memory(), run.ceiling(), run.goals());

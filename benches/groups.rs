@@ -3,14 +3,10 @@
 //! of interleaved runs and are reported as ratios, because absolute times on shared machines say
 //! little.
 //!
-//! `cargo bench --bench groups` measures; under `cargo test` the same code runs once at a small
-//! size so the benchmark cannot rot unnoticed.
+//! `just bench` (`BENCH_ONLY=groups` for this part alone) measures; under `cargo test` the same code
+//! runs once at a small size so the benchmark cannot rot unnoticed.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-mod common;
-
+use crate::{common, support};
 use std::{
     fmt::Write as _,
     sync::Mutex,
@@ -124,12 +120,20 @@ async fn filled_group(scim: &Scim, name: &str, size: usize) -> String {
 /// The endpoint end to end (HTTP, PATCH engine, API server write, read model).
 async fn endpoint(settings: &Settings) {
     let client = cluster::client().await;
-    let (namespace, token) = cluster::tenant(&client, "bench-groups", &["bench.ch"], "Delete").await;
-    let scim = Scim::new(&cluster::operator().scim_url, &token);
+    let name = "bench-groups";
+    let (namespace, token) = cluster::tenant(&client, name, &["bench.ch"], "Delete").await;
+    // The release binary, as deployed, leading for this namespace only; stopped when this returns.
+    let database = cluster::control_plane().dir.join(format!("{name}.db"));
+    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone())];
+    let replica = common::start_replica(name, &database, &env);
+    replica.wait_until_ready(Duration::from_secs(120)).await;
+    let scim = Scim::new(&replica.scim_url, &token);
     scim.wait_until_usable().await;
+    common::progress(format_args!("groups: filling a {}-member group", settings.large));
     let small = filled_group(&scim, "small", settings.small).await;
     let large = filled_group(&scim, "large", settings.large).await;
 
+    common::progress(format_args!("groups: {} rounds of member PATCHes", settings.endpoint_rounds));
     let mut add = (Vec::new(), Vec::new());
     let mut remove = (Vec::new(), Vec::new());
     let mut lookup = (Vec::new(), Vec::new());
@@ -204,9 +208,12 @@ async fn api_server_alone(
     (median(samples.0), median(samples.1))
 }
 
-fn main() {
+/// Runs this part: measures under `cargo bench`, else the smoke run.
+pub fn bench() {
     let settings = settings();
+    common::progress("groups: starting");
     println!("large groups: medians of interleaved runs; the ratio is large / small");
+    common::progress("groups: the PATCH engine alone");
     engine(&settings);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(endpoint(&settings));
@@ -219,7 +226,7 @@ fn write_report(settings: &Settings) {
     let table = ROWS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let notes = NOTES.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let text = format!(
-        "## Large groups\n\nWritten by `cargo bench --bench groups`.\n\n\
+        "## Large groups\n\nWritten by `just bench`.\n\n\
          - Machine: {}.\n\
          - Entra's member PATCHes on a {}-member group against the same on a {}-member group (the baseline), \
          medians of {} interleaved rounds through the endpoint and {} through the PATCH engine alone.\n\n\

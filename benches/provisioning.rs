@@ -11,14 +11,10 @@
 //!   to become ready (caches synced, SCIM answering) and its peak memory, for a SCIM-only replica
 //!   and for the leader while it starts provisioning.
 //!
-//! `cargo bench --bench provisioning` (`just bench`) measures and writes its section of
-//! `docs/benchmarks.md`; under `cargo test` the same code runs on a few users.
+//! `just bench` measures and writes its section of `docs/benchmarks.md` (`BENCH_ONLY` naming some
+//! of [`PARTS`] runs those and writes nothing); under `cargo test` the same code runs on a few users.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-mod common;
-
+use crate::{common, support};
 use std::{
     fmt::Write as _,
     sync::Arc,
@@ -39,6 +35,9 @@ use reqwest::Method;
 use serde_json::json;
 use support::{cluster, mailstack::Postgres, process, scim::entra_user};
 
+/// The parts `BENCH_ONLY` can name.
+pub const PARTS: [&str; 3] = ["e2e", "tuning", "scale"];
+
 const DOMAIN: &str = "provision.ch";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// How long the controllers may take to converge before the run fails.
@@ -57,15 +56,9 @@ struct Settings {
     /// Users present for each setting of the controllers' knobs.
     tuning_users: usize,
     concurrency: usize,
-    /// Which parts run (`BENCH_ONLY=scale`, for instance, while working on memory).
-    only: Option<String>,
 }
 
 impl Settings {
-    fn runs(&self, part: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| only.split(',').any(|p| p.trim() == part))
-    }
-
     /// What the scale steps' users look like (`BENCH_SCALE_WITH_STATUS=1` for provisioned ones).
     fn scale_shape(&self) -> &'static str {
         if self.scale_with_status { "each with a Ready status, as provisioned" } else { "as created, no status yet" }
@@ -87,7 +80,6 @@ fn settings() -> Settings {
         scale_with_status: std::env::var("BENCH_SCALE_WITH_STATUS").is_ok_and(|v| v == "1"),
         tuning_users: common::env_or("BENCH_TUNING_USERS", if measuring { 1_000 } else { 20 }),
         concurrency: 16,
-        only: std::env::var("BENCH_ONLY").ok(),
     }
 }
 
@@ -282,6 +274,7 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     let cpu = || (common::cpu_time(operator), common::cpu_of(&pids));
     let users = settings.users;
 
+    common::progress(format_args!("provisioning, {name}: POSTing {users} users until all are Ready"));
     let requests_before = common::api_requests();
     let cpu_before = cpu();
     let started = Instant::now();
@@ -296,6 +289,7 @@ async fn end_to_end(client: &kube::Client, settings: &Settings, mailboxes: Mailb
     let requests_ready = common::api_requests();
     let cpu_ready = cpu();
 
+    common::progress(format_args!("provisioning, {name}: disabling {users} users until all are Disabled"));
     let ids = Arc::new(posted.take_ids(users));
     let started = Instant::now();
     let patched = common::scim_load(&replica.scim_url, &token, settings.concurrency, Until::Count(users), move |n| {
@@ -372,6 +366,7 @@ async fn tuning(client: &kube::Client, settings: &Settings) -> Vec<Tuning> {
     let mut tunings = Vec::new();
     for (concurrency, api_qps) in TUNINGS {
         let name = format!("tune-c{concurrency}-q{api_qps}");
+        common::progress(format_args!("provisioning, {name}: {} users", settings.tuning_users));
         let (namespace, _token) = cluster::tenant(client, &name, &[DOMAIN], "Delete").await;
         let fill = raw_creates(client, &namespace, (0, settings.tuning_users), settings.concurrency, false).await;
         assert_eq!(fill.errors, 0, "{name}: creating the users failed: {:?}", fill.first_error);
@@ -426,6 +421,7 @@ async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<F
     let mut present = 0;
     for &users in &settings.scale {
         let added = users - present.min(users);
+        common::progress(format_args!("provisioning, scale: creating {added} users, {users} in all"));
         let fill =
             raw_creates(client, &namespace, (present, added), settings.concurrency, settings.scale_with_status).await;
         assert_eq!(fill.errors, 0, "creating the users failed: {:?}", fill.first_error);
@@ -434,6 +430,7 @@ async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<F
             let status = raw_status_writes(&api, present, added, settings.concurrency, true).await;
             assert_eq!(status.errors, 0, "writing the users' status failed: {:?}", status.first_error);
         }
+        common::progress(format_args!("provisioning, scale: the API server alone lists {users} users"));
         let listed = raw_list(client, &namespace).await;
         fills.push((added, fill, present.max(users), listed));
         present = present.max(users);
@@ -479,6 +476,7 @@ async fn start(
 ) -> Start {
     let plane = cluster::control_plane();
     let name = format!("scale-{users}-{}", if leads { "leader" } else { "edge" });
+    common::progress(format_args!("provisioning, {name}: starting with {users} users present"));
     if !leads {
         common::hold_lease(client, &name).await;
     }
@@ -688,7 +686,7 @@ impl Run {
 
 fn write_report(settings: &Settings, run: &Run) {
     let text = format!(
-        "## Provisioning end to end and scale\n\nWritten by `cargo bench --bench provisioning`.\n\n\
+        "## Provisioning end to end and scale\n\nWritten by `just bench`.\n\n\
          - Machine: {}, shared with the load generator, the API server and etcd (and PostgreSQL).\n\
          - Load: {} users POSTed as Entra posts them at concurrency {}, until every one is `Ready=True` with an \
          enabled mailbox row; then all disabled with Entra's PATCH (`Replace active false`) until every mailbox row \
@@ -723,22 +721,26 @@ async fn run(settings: &Settings) -> Run {
         starts: Vec::new(),
         fills: Vec::new(),
     };
-    if settings.runs("e2e") {
+    if common::selected("e2e") {
+        common::progress("provisioning: the API server alone");
         run.ceiling = ceiling(&client, settings).await;
         run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Sqlite).await);
         run.end_to_end.push(end_to_end(&client, settings, Mailboxes::Postgres(Postgres::start())).await);
     }
-    if settings.runs("tuning") {
+    if common::selected("tuning") {
+        common::progress("provisioning: tuning");
         run.tunings = tuning(&client, settings).await;
     }
-    if settings.runs("scale") {
+    if common::selected("scale") {
         (run.starts, run.fills) = scale(&client, settings).await;
     }
     run
 }
 
-fn main() {
+/// Runs this part: measures under `cargo bench`, else the smoke run.
+pub fn bench() {
     let settings = settings();
+    common::progress("provisioning: starting the control plane");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let run = runtime.block_on(run(&settings));
     println!(
@@ -749,7 +751,8 @@ fn main() {
         run.scale_table(),
         run.goals(&settings)
     );
-    if settings.measuring && settings.only.is_none() {
+    // The section is whole only when every part ran.
+    if settings.measuring && PARTS.iter().all(|part| common::selected(part)) {
         write_report(&settings, &run);
     }
 }

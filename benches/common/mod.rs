@@ -26,6 +26,26 @@ pub fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// Says on stderr, in a measuring run, what the benchmark starts now and how long after its own
+/// start, so that a run of many minutes shows where it is and where its time goes.
+pub fn progress(what: impl std::fmt::Display) {
+    static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let began = *BEGAN.get_or_init(Instant::now);
+    if measuring() {
+        eprintln!("[{:>6.1} s] {what}", began.elapsed().as_secs_f64());
+    }
+}
+
+/// Whether the part named runs: every part does unless `BENCH_ONLY` names some.
+pub fn selected(part: &str) -> bool {
+    only().is_none_or(|only| only.split(',').any(|p| p.trim() == part))
+}
+
+/// The parts `BENCH_ONLY` names, if it is set.
+pub fn only() -> Option<String> {
+    std::env::var("BENCH_ONLY").ok().filter(|only| !only.trim().is_empty())
+}
+
 /// A number from the environment, else `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -114,6 +134,10 @@ pub struct Sample {
 
 /// The load generator: `concurrency` workers, each taking the next sequence number and making its
 /// call, until `until`. The same loop drives every server and the API server.
+///
+/// A timed run ends at its deadline: calls still in flight then are cancelled and not counted, so
+/// a server that leaves some requests waiting for seconds cannot stretch the run (one peer's
+/// listen queue overflows under load, and a refused connection is retried only after 1, 3, 7 s).
 pub async fn run_workers<F, Fut>(concurrency: usize, until: Until, call: F) -> Outcome
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -121,7 +145,11 @@ where
 {
     let call = Arc::new(call);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
+    let deadline = match until {
+        Until::Count(_) => None,
+        Until::Elapsed(limit) => Some(started + limit),
+    };
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (call, next) = (call.clone(), next.clone());
@@ -129,15 +157,17 @@ where
                 let mut outcome = Outcome::default();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    let done = match until {
-                        Until::Count(count) => n >= count,
-                        Until::Elapsed(limit) => started.elapsed() >= limit,
-                    };
-                    if done {
+                    if matches!(until, Until::Count(count) if n >= count) {
                         return outcome;
                     }
                     let began = Instant::now();
-                    let sample = call(n).await;
+                    let sample = match deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, call(n)).await {
+                            Ok(sample) => sample,
+                            Err(_) => return outcome,
+                        },
+                        None => call(n).await,
+                    };
                     outcome.record(began.elapsed(), sample);
                 }
             })
@@ -339,6 +369,7 @@ pub fn write_section(name: &str, markdown: &str) {
     };
     std::fs::write(&path, updated).expect("write docs/benchmarks.md");
     println!("wrote section {name} of {}", path.display());
+    progress(format_args!("{name}: done"));
 }
 
 /// The machine the figures come from, for the report.
