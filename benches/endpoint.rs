@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use cleanmail_operator::crd::{CleanmailUser, CleanmailUserSpec};
+use cleanmail_operator::crd::CleanmailUser;
 use common::{Outcome, Request, Sample, Until, cpu_time, peak_rss_mib, run_workers, verdict};
 use kube::api::{Patch, PatchParams, PostParams};
 use reqwest::Method;
@@ -302,8 +302,8 @@ async fn peer(name: &str, root_path: &str) -> Target {
 
 // === The API server's ceiling ===
 
-/// `CleanmailUser` creates, then merge patches of `spec.displayName`, straight to the API server with
-/// the SCIM writes' concurrency: what no SCIM endpoint persisting there can beat.
+/// Creates of the objects SCIM POST stores, then merge patches of `spec.displayName`, straight to
+/// the API server with the SCIM writes' concurrency: what no SCIM endpoint persisting there can beat.
 async fn api_server_ceiling(client: &kube::Client, settings: &Settings) -> (Outcome, Outcome) {
     let (namespace, _) = cluster::tenant(client, "bench-raw", &[DOMAIN], "Delete").await;
     let api: kube::Api<CleanmailUser> = kube::Api::namespaced(client.clone(), &namespace);
@@ -313,8 +313,7 @@ async fn api_server_ceiling(client: &kube::Client, settings: &Settings) -> (Outc
         move |n| {
             let api = api.clone();
             async move {
-                let spec = CleanmailUserSpec { user_name: user_name(n), active: Some(true), ..Default::default() };
-                let user = CleanmailUser::new(&format!("user{n:06}"), spec);
+                let user = common::stored_user(&format!("user{n:06}"), &new_user(n));
                 let params = PostParams { field_manager: Some("bench".into()), ..Default::default() };
                 let result = api.create(&params, &user).await.map(|_| None).map_err(|e| e.to_string());
                 Sample { n, result }
@@ -514,8 +513,9 @@ fn write_report(settings: &Settings, run: &Run) {
          `tools/controlplane/go.mod`.\n\
          - Load: {} users seeded through SCIM POST into each server (concurrency {}), then each read scenario for {:?} at \
          concurrency {}, Entra's PATCH for {:?} at concurrency {}, then every user deleted.\n\n\
-         ### Requests\n\n{}\n### Memory\n\n{}\n### Against the API server's own ceiling\n\nThe same creates and patches sent straight to \
-         the API server with no operator running, against SCIM end to end: once while the controllers provision \
+         ### Requests\n\n{}\n### Memory\n\n{}\n### Against the API server's own ceiling\n\nThe same writes sent straight to the API \
+         server with no operator running (creates of the very objects SCIM stores for these users: spec, label and \
+         finalizer; then merge patches of `displayName`), against SCIM end to end: once while the controllers provision \
          what SCIM writes (each user also gets a status write, an Event and a mailbox row), and once on a replica \
          whose Lease is held elsewhere, so that only the SCIM edge works.\n\n{}\n### Goals\n\n{}\n",
         common::machine(),

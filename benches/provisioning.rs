@@ -23,13 +23,14 @@ use std::{
 
 use cleanmail_operator::{
     backend::{MailboxBackend, sql::SqlBackend},
-    crd::{CleanmailUser, CleanmailUserSpec, USER_FINALIZER},
+    crd::CleanmailUser,
+    scim::resource::FIELD_MANAGER,
 };
 use common::{Outcome, Request, Sample, Until, verdict};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use reqwest::Method;
 use serde_json::json;
@@ -61,7 +62,11 @@ struct Settings {
 impl Settings {
     /// What the scale steps' users look like (`BENCH_SCALE_WITH_STATUS=1` for provisioned ones).
     fn scale_shape(&self) -> &'static str {
-        if self.scale_with_status { "each with a Ready status, as provisioned" } else { "as created, no status yet" }
+        if self.scale_with_status {
+            "as SCIM stores them, each with a Ready status, as provisioned"
+        } else {
+            "as SCIM stores them, no status yet"
+        }
     }
 }
 
@@ -75,7 +80,7 @@ fn settings() -> Settings {
         scale: scale.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
         window: Duration::from_secs_f64(common::env_or(
             "BENCH_SCALE_WINDOW_SECONDS",
-            if measuring { 10.0 } else { 1.0 },
+            if measuring { 5.0 } else { 1.0 },
         )),
         scale_with_status: std::env::var("BENCH_SCALE_WITH_STATUS").is_ok_and(|v| v == "1"),
         tuning_users: common::env_or("BENCH_TUNING_USERS", if measuring { 1_000 } else { 20 }),
@@ -93,31 +98,21 @@ fn object_name(n: usize) -> String {
 
 // === The API server alone ===
 
-/// `count` creates straight to the API server in `namespace`, numbered from `first`; `finalizer`
-/// puts the controller's finalizer on them, as on every user it has provisioned.
+/// `count` creates straight to the API server in `namespace`, numbered from `first`, of the
+/// objects SCIM stores for the users Entra POSTs in the end-to-end part.
 async fn raw_creates(
     client: &kube::Client,
     namespace: &str,
     (first, count): (usize, usize),
     concurrency: usize,
-    finalizer: bool,
 ) -> Outcome {
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), namespace);
     common::run_workers(concurrency, Until::Count(count), move |n| {
         let api = api.clone();
         async move {
             let n = first + n;
-            let spec = CleanmailUserSpec {
-                user_name: user_name(n),
-                external_id: Some(format!("ext-{n:06}")),
-                active: Some(true),
-                ..Default::default()
-            };
-            let mut user = CleanmailUser::new(&object_name(n), spec);
-            if finalizer {
-                user.metadata.finalizers = Some(vec![USER_FINALIZER.to_owned()]);
-            }
-            let params = PostParams { field_manager: Some("bench".into()), ..Default::default() };
+            let user = common::stored_user(&object_name(n), &entra_user(&user_name(n), &format!("ext-{n:06}")));
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             let result = api.create(&params, &user).await.map(|_| None).map_err(|e| e.to_string());
             Sample { n, result }
         }
@@ -139,17 +134,16 @@ fn ready_status(n: usize) -> serde_json::Value {
 
 /// What the API server alone does per user, with no operator running: creates, then the status
 /// write every provisioned user needs, as a server-side apply (as the controller writes it) and
-/// as a merge patch. The users are removed again so no controller sees them later.
+/// as a merge patch. The users stay: every replica started later watches only its own namespace.
 async fn ceiling(client: &kube::Client, settings: &Settings) -> Ceiling {
     let (namespace, _) = cluster::tenant(client, "raw", &[DOMAIN], "Delete").await;
     let api: Api<CleanmailUser> = Api::namespaced(client.clone(), &namespace);
     let create =
-        with_control_plane_cpu(raw_creates(client, &namespace, (0, settings.users), settings.concurrency, false)).await;
+        with_control_plane_cpu(raw_creates(client, &namespace, (0, settings.users), settings.concurrency)).await;
     // On half the users: the rate is steady long before, and each half-run saves `just bench` 10 s.
     let status_writes = |apply| raw_status_writes(&api, 0, settings.users / 2, settings.concurrency, apply);
     let apply_status = with_control_plane_cpu(status_writes(true)).await;
     let merge_status = with_control_plane_cpu(status_writes(false)).await;
-    api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.expect("delete the raw users");
     Ceiling { create, apply_status, merge_status }
 }
 
@@ -369,7 +363,7 @@ async fn tuning(client: &kube::Client, settings: &Settings) -> Vec<Tuning> {
         let name = format!("tune-c{concurrency}-q{api_qps}");
         common::progress(format_args!("provisioning, {name}: {} users", settings.tuning_users));
         let (namespace, _token) = cluster::tenant(client, &name, &[DOMAIN], "Delete").await;
-        let fill = raw_creates(client, &namespace, (0, settings.tuning_users), settings.concurrency, false).await;
+        let fill = raw_creates(client, &namespace, (0, settings.tuning_users), settings.concurrency).await;
         assert_eq!(fill.errors, 0, "{name}: creating the users failed: {:?}", fill.first_error);
         let database = cluster::control_plane().dir.join(format!("{name}.db"));
         let env = [
@@ -423,8 +417,7 @@ async fn scale(client: &kube::Client, settings: &Settings) -> (Vec<Start>, Vec<F
     for &users in &settings.scale {
         let added = users - present.min(users);
         common::progress(format_args!("provisioning, scale: creating {added} users, {users} in all"));
-        let fill =
-            raw_creates(client, &namespace, (present, added), settings.concurrency, settings.scale_with_status).await;
+        let fill = raw_creates(client, &namespace, (present, added), settings.concurrency).await;
         assert_eq!(fill.errors, 0, "creating the users failed: {:?}", fill.first_error);
         if settings.scale_with_status {
             let api = Api::namespaced(client.clone(), &namespace);
@@ -692,6 +685,8 @@ fn write_report(settings: &Settings, run: &Run) {
          - Load: {} users POSTed as Entra posts them at concurrency {}, until every one is `Ready=True` with an \
          enabled mailbox row; then all disabled with Entra's PATCH (`Replace active false`) until every mailbox row \
          is disabled. One leader replica per backend, watching only its tenant's namespace.\n\
+         - Users created straight through the API server (the API server alone, tuning, scale) are the objects SCIM \
+         stores for those POSTs: spec, label and finalizer.\n\
          - Tuning: for each setting of `--controller-concurrency` and `--api-qps`, {} users created straight \
          through the API server, then a leader started with that setting, timed from its start until every \
          user is Ready with a mailbox row (SQLite).\n\

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cleanmail_operator::crd::{CleanmailUser, PROVISIONED_BY_LABEL, PROVISIONED_BY_SCIM, USER_FINALIZER};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use reqwest::Method;
@@ -232,6 +233,19 @@ async fn send(http: &reqwest::Client, base: &str, token: &str, request: Request)
         return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
     }
     Ok(request.capture.then(|| serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+// === Objects ===
+
+/// The object SCIM POST stores under `name` for the SCIM user `body`: its spec, with the label and
+/// the finalizer the endpoint puts on every user it creates. Raw creates of it cost the API server
+/// what SCIM's creates cost it, so that the two compare.
+pub fn stored_user(name: &str, body: &Value) -> CleanmailUser {
+    let spec = cleanmail_operator::scim::user::spec_from_scim(body).expect("the SCIM user converts");
+    let mut user = CleanmailUser::new(name, spec);
+    user.metadata.labels = Some([(PROVISIONED_BY_LABEL.to_owned(), PROVISIONED_BY_SCIM.to_owned())].into());
+    user.metadata.finalizers = Some(vec![USER_FINALIZER.to_owned()]);
+    user
 }
 
 // === Processes ===
