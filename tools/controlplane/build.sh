@@ -69,7 +69,9 @@ go_build() {
     echo "building $name $version (first build takes several minutes) ..." >&2
     local start=$SECONDS
     # In the background, so that a signal is handled (and the build stopped) at once.
-    go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg" &
+    # -w leaves DWARF out of the binary; -dwarf=false spares the compiler making it for every
+    # package first, a fifth of the build's time.
+    go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ldflags" -o "$tmp" "$pkg" &
     build_pid=$!
     wait "$build_pid"
     build_pid=""
