@@ -223,14 +223,17 @@ impl<K: Indexed> Clone for ResourceStore<K> {
 }
 
 /// `object` without what no reader of the cache uses, which is most of its size in memory:
-/// `kubectl apply`'s copy of the whole object in an annotation, and most of `managedFields`.
+/// `kubectl apply`'s copy of the whole object in an annotation, the labels, and most of
+/// `managedFields`. The only reader of labels is SCIM's DELETE, which reads the object fresh.
 /// Readers need the field sets of server-side applies to the object itself, with their managers
 /// (the fields SCIM must not change), and the newest time anything but a status writer touched
 /// the object (`meta.lastModified`). So applies to the object are kept without their API version
 /// and field set type, every other writer of the object is folded into one entry holding only
-/// that newest time, and status writers are dropped.
+/// that newest time, and status writers are dropped. The folded entry is left out when that time
+/// is the creation's, which `meta.lastModified` falls back to: most users are never changed.
 fn lean<K: Indexed>(mut object: K) -> K {
     crate::scope::drop_last_applied(object.meta_mut());
+    object.meta_mut().labels = None;
     let Some(entries) = object.meta_mut().managed_fields.take() else { return object };
     let mut kept = Vec::new();
     let mut last_update = None;
@@ -241,10 +244,10 @@ fn lean<K: Indexed>(mut object: K) -> K {
             last_update = last_update.max(entry.time);
         }
     }
-    if last_update.is_some() {
+    if last_update > object.meta().creation_timestamp {
         kept.push(ManagedFieldsEntry { time: last_update, ..Default::default() });
     }
-    object.meta_mut().managed_fields = Some(kept);
+    object.meta_mut().managed_fields = (!kept.is_empty()).then_some(kept);
     object
 }
 
@@ -542,6 +545,18 @@ mod tests {
         let argocd = ManagedFieldsEntry { api_version: None, fields_type: None, ..entry("argocd", "Apply", None, 10) };
         let newest_update = ManagedFieldsEntry { time: at(30), ..Default::default() };
         assert_eq!(kept, [argocd, newest_update]);
+
+        // Created through SCIM, then only provisioned: `meta.lastModified` is the creation time.
+        let mut object = user("a", "a@b.ch", None, 1);
+        object.metadata.creation_timestamp = at(30);
+        object.metadata.labels = Some([("cleanmail.ch/provisioned-by".to_owned(), "scim".to_owned())].into());
+        object.metadata.managed_fields = Some(vec![
+            entry("cleanmail-scim", "Update", None, 30),
+            entry("cleanmail-controller", "Apply", Some("status"), 40),
+        ]);
+        let lean = lean(object);
+        assert_eq!(lean.metadata.managed_fields, None);
+        assert_eq!(lean.metadata.labels, None);
     }
 
     fn user(name: &str, user_name: &str, external_id: Option<&str>, version: u64) -> CleanmailUser {

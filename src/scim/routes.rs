@@ -467,13 +467,17 @@ async fn remove<K: Stored>(
     preconditions: Preconditions,
 ) -> ScimResult {
     let api = api::<K>(&state, &tenant);
-    let mut current = find::<K>(&state, &tenant, &id).await?;
+    if !is_object_name(&id) {
+        return Err(not_found::<K>(&id));
+    }
+    // Read fresh, not from the cache: the protection reads labels, which the cache does not keep.
+    let mut current = reread(&api, &id).await?;
     for _ in 0..WRITE_ATTEMPTS {
         preconditions.check_write(current.as_ref())?;
         check_deletable(&tenant, current.as_ref())?;
         // The delete is conditional on the version just checked, so neither `If-Match` nor the
-        // protection can be judged on a cached copy that missed a newer write (an annotation
-        // added a moment ago); on a conflict both are checked again on the fresh object.
+        // protection can be judged on a copy that missed a newer write (an annotation added a
+        // moment ago); on a conflict both are checked again on the fresh object.
         let params = DeleteParams {
             preconditions: Some(DeletePreconditions {
                 resource_version: current.meta().resource_version.clone(),
