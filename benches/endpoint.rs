@@ -231,15 +231,12 @@ async fn settle(target: &Target) {
 /// With `controllers` false it serves SCIM only: its Lease is held elsewhere, so the cost of the
 /// SCIM edge is measured apart from the provisioning it causes.
 async fn operator(client: &kube::Client, controllers: bool) -> Target {
-    let plane = cluster::control_plane();
     let name = if controllers { "bench-operator" } else { "bench-edge" };
     let (namespace, token) = cluster::tenant(client, name, &[DOMAIN], "Delete").await;
-    let database = plane.dir.join(format!("{name}.db"));
     if !controllers {
         common::hold_lease(client, name).await;
     }
-    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace)];
-    let replica = common::start_replica(name, &database, &env);
+    let replica = common::start_replica(name, &namespace, &[]);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     let base = replica.scim_url.clone();
     let pid = replica.child.id();

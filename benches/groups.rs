@@ -123,9 +123,7 @@ async fn endpoint(settings: &Settings) {
     let name = "bench-groups";
     let (namespace, token) = cluster::tenant(&client, name, &["bench.ch"], "Delete").await;
     // The release binary, as deployed, leading for this namespace only; stopped when this returns.
-    let database = cluster::control_plane().dir.join(format!("{name}.db"));
-    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone())];
-    let replica = common::start_replica(name, &database, &env);
+    let replica = common::start_replica(name, &namespace, &[]);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     let scim = Scim::new(&replica.scim_url, &token);
     scim.wait_until_usable().await;

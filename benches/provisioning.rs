@@ -246,16 +246,13 @@ async fn leader(
     name: &str,
     mailboxes: &Mailboxes,
 ) -> (process::Replica, String, String, String) {
-    let plane = cluster::control_plane();
-    let database = plane.dir.join(format!("{name}.db"));
     let backend_url = match mailboxes {
-        Mailboxes::Sqlite => format!("sqlite://{}", database.display()),
+        Mailboxes::Sqlite => common::replica_mailboxes(name),
         Mailboxes::Postgres(pg) => pg.url.clone(),
     };
     let tenant_backend = matches!(mailboxes, Mailboxes::Postgres(_)).then_some(backend_url.as_str());
     let (namespace, token) = cluster::tenant_with_backend(client, name, &[DOMAIN], "Delete", tenant_backend).await;
-    let env = [("CLEANMAIL_LEASE_NAME", name.to_owned()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone())];
-    let replica = common::start_replica(name, &database, &env);
+    let replica = common::start_replica(name, &namespace, &[]);
     replica.wait_until_ready(Duration::from_secs(120)).await;
     support::scim::Scim::new(&replica.scim_url, &token).wait_until_usable().await;
     (replica, namespace, token, backend_url)
@@ -365,20 +362,15 @@ async fn tuning(client: &kube::Client, settings: &Settings) -> Vec<Tuning> {
         let (namespace, _token) = cluster::tenant(client, &name, &[DOMAIN], "Delete").await;
         let fill = raw_creates(client, &namespace, (0, settings.tuning_users), settings.concurrency).await;
         assert_eq!(fill.errors, 0, "{name}: creating the users failed: {:?}", fill.first_error);
-        let database = cluster::control_plane().dir.join(format!("{name}.db"));
-        let env = [
-            ("CLEANMAIL_LEASE_NAME", name.clone()),
-            ("CLEANMAIL_WATCH_NAMESPACES", namespace.clone()),
-            ("CLEANMAIL_CONTROLLER_CONCURRENCY", concurrency.to_string()),
-            ("CLEANMAIL_API_QPS", api_qps.to_string()),
-        ];
+        let env =
+            [("CLEANMAIL_CONTROLLER_CONCURRENCY", concurrency.to_string()), ("CLEANMAIL_API_QPS", api_qps.to_string())];
         let pids = common::control_plane_pids();
         let control_plane_before = common::cpu_of(&pids);
         // Timed from the start: the controllers begin the moment the caches are synced, before
         // any poll of readiness could notice.
         let started = Instant::now();
-        let replica = common::start_replica(&name, &database, &env);
-        converge(client, &replica, &namespace, &format!("sqlite://{}", database.display()), "Enabled").await;
+        let replica = common::start_replica(&name, &namespace, &env);
+        converge(client, &replica, &namespace, &common::replica_mailboxes(&name), "Enabled").await;
         tunings.push(Tuning {
             concurrency,
             api_qps,
@@ -468,16 +460,13 @@ async fn start(
     users: usize,
     leads: bool,
 ) -> Start {
-    let plane = cluster::control_plane();
     let name = format!("scale-{users}-{}", if leads { "leader" } else { "edge" });
     common::progress(format_args!("provisioning, {name}: starting with {users} users present"));
     if !leads {
         common::hold_lease(client, &name).await;
     }
-    let env = [("CLEANMAIL_LEASE_NAME", name.clone()), ("CLEANMAIL_WATCH_NAMESPACES", namespace.to_owned())];
     let started = Instant::now();
-    let database = plane.dir.join(format!("{name}.db"));
-    let replica = common::start_replica(&name, &database, &env);
+    let replica = common::start_replica(&name, namespace, &[]);
     cluster::eventually(&format!("{name} ready"), Duration::from_secs(600), || replica.ready()).await;
     let to_ready = started.elapsed();
     let scim = support::scim::Scim::new(&replica.scim_url, token);
@@ -489,7 +478,7 @@ async fn start(
     .await;
     let to_serving = started.elapsed();
     let provisioned = if leads {
-        let backend = SqlBackend::connect(&format!("sqlite://{}", database.display())).await.expect("open mailboxes");
+        let backend = SqlBackend::connect(&common::replica_mailboxes(&name)).await.expect("open mailboxes");
         let mailboxes = || async { backend.accounts_in(&[DOMAIN.to_owned()]).await.expect("list mailboxes").len() };
         let before = mailboxes().await;
         tokio::time::sleep(settings.window).await;

@@ -303,11 +303,24 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 /// The operator binary as deployed (logging at its default level, not the tests' debug level),
-/// with an SQLite default backend at `database` and the extra environment `env`.
-pub fn start_replica(name: &str, database: &Path, env: &[(&str, String)]) -> process::Replica {
+/// using the Lease `name` and watching only `namespace`, so that no part of the run sees another
+/// part's users, with its SQLite default backend at [`replica_mailboxes`] and the extra
+/// environment `env`.
+pub fn start_replica(name: &str, namespace: &str, env: &[(&str, String)]) -> process::Replica {
     let mut env = env.to_vec();
+    env.push(("CLEANMAIL_LEASE_NAME", name.to_owned()));
+    env.push(("CLEANMAIL_WATCH_NAMESPACES", namespace.to_owned()));
     env.push(("RUST_LOG", cleanmail_operator::telemetry::DEFAULT_LOG_FILTER.to_owned()));
-    process::start(name, &cluster::control_plane().kubeconfig, database, &env)
+    process::start(name, &cluster::control_plane().kubeconfig, &replica_database(name), &env)
+}
+
+/// The URL of the default mailbox database of the replica `name`, to check what it provisioned.
+pub fn replica_mailboxes(name: &str) -> String {
+    format!("sqlite://{}", replica_database(name).display())
+}
+
+fn replica_database(name: &str) -> PathBuf {
+    cluster::control_plane().dir.join(format!("{name}.db"))
 }
 
 /// A Lease `name` held by another identity for an hour, so the operator using it never leads.
